@@ -1,0 +1,94 @@
+"""Speed of the simulator: wall time, requests/s, events/s and peak memory per case.
+
+Cases (default model and chip, iteration-level batching, seed 42):
+  * 10k, 100k and 1M requests arriving at 20 req/s;
+  * an overloaded replica: arrivals at 3x the rate it can serve (measured first with an
+    offline run), 25k, 50k and 100k arrivals, to show the cost grows linearly with arrivals.
+
+Each case runs in a fresh process (so peak RSS is its own) `--repeat` times; the table shows
+the median. "simulate" is the whole tokenmill.simulate() call (workload generation, kernel,
+metrics) with imports excluded; "core" is the compiled event loop alone.
+
+    python bench/bench_engine.py [--repeat 3] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+
+def one_case(num_requests: int, rate: float) -> dict:
+    import tokenmill as tm  # imported before the clock starts
+
+    scenario = tm.Scenario(workload=tm.Workload(arrival_rate=rate, num_requests=num_requests))
+    started = time.perf_counter()
+    result = tm.simulate(scenario)
+    wall = time.perf_counter() - started
+    return {
+        "requests": num_requests,
+        "rate": rate,
+        "wall_s": wall,
+        "core_s": result.core_wall_time_s,
+        "events": result.events,
+        "steps": result.steps,
+        "finished": result.num_finished,
+        "preemptions": result.preemptions,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+    }
+
+
+def run_in_child(num_requests: int, rate: float) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", str(num_requests), str(rate)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def capacity_req_per_s() -> float:
+    """Requests per second one replica sustains when every request is queued at once."""
+    import tokenmill as tm
+
+    r = tm.simulate(tm.Scenario(workload=tm.Workload(arrival_rate=1e6, num_requests=20_000)))
+    return r.num_finished / r.duration_s
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="skip the 1M-request case")
+    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(one_case(int(args.child[0]), float(args.child[1]))))
+        return
+
+    cap = capacity_req_per_s()
+    cases = [("20 req/s", 10_000, 20.0), ("20 req/s", 100_000, 20.0)]
+    if not args.quick:
+        cases.append(("20 req/s", 1_000_000, 20.0))
+    over = 3.0 * cap
+    cases += [(f"overload {over:.0f} req/s", n, over) for n in (25_000, 50_000, 100_000)]
+
+    print(f"tokenmill bench: llama-3.1-8b on h100, orca; replica capacity ~{cap:.1f} req/s "
+          f"(offline run); median of {args.repeat}")
+    header = (f"{'case':<22}{'requests':>10}{'simulate s':>12}{'core s':>9}{'req/s':>12}"
+              f"{'events/s':>13}{'us/arrival':>12}{'peak MB':>9}{'preempt':>9}")
+    print(header)
+    print("-" * len(header))
+    for label, n, rate in cases:
+        runs = [run_in_child(n, rate) for _ in range(args.repeat)]
+        wall = statistics.median(r["wall_s"] for r in runs)
+        core = statistics.median(r["core_s"] for r in runs)
+        rss = max(r["peak_rss_mb"] for r in runs)
+        ev = runs[0]["events"]
+        print(f"{label:<22}{n:>10,}{wall:>12.3f}{core:>9.3f}{n / wall:>12,.0f}{ev / wall:>13,.0f}"
+              f"{wall / n * 1e6:>12.2f}{rss:>9.0f}{runs[0]['preemptions']:>9,}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""Shared fixtures: the default model and chip, and a tiny cost model for hand-checked cases."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from tokenmill.catalogue import find_gpu, find_model
+from tokenmill.costmodel import CostCoefficients, coefficients
+from tokenmill.scenario import CostModelParams, Precision
+
+
+@pytest.fixture(scope="session")
+def h100_llama8b_cost() -> CostCoefficients:
+    return coefficients(find_model("llama-3.1-8b"), find_gpu("h100"), Precision(), 1,
+                        CostModelParams())
+
+
+def unit_step_cost() -> CostCoefficients:
+    """Every step takes exactly one second, whatever it holds: times become step counts."""
+    return CostCoefficients(overhead_s=1.0, flops_per_token=0.0, flops_per_logit=0.0,
+                            flops_per_attn_pair=0.0, flops_per_s=1.0, weight_bytes=0.0,
+                            kv_bytes_per_token=0.0, act_bytes_per_token=0.0, bytes_per_s=1.0,
+                            comm_fixed_s=0.0, comm_per_token_s=0.0)
+
+
+def requests(arrival: list[float], prompt: list[int], output: list[int]):
+    return (np.array(arrival, dtype=np.float64), np.array(prompt, dtype=np.int32),
+            np.array(output, dtype=np.int32))
+
+
+def run_kwargs(**overrides) -> dict:
+    kw = dict(num_replicas=1, max_batch_tokens=8192, max_num_seqs=256, block_size=16,
+              kv_capacity_blocks=10_000, stop_time_s=math.inf)
+    kw.update(overrides)
+    return kw

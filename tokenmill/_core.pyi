@@ -1,0 +1,73 @@
+"""Type stub of the compiled core (src/_core.pyx): the event loop and the batch-step kernel."""
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from typing_extensions import disjoint_base
+
+STATUS_PENDING: int
+STATUS_WAITING: int
+STATUS_RUNNING: int
+STATUS_FINISHED: int
+STATUS_REJECTED_BUDGET: int
+STATUS_REJECTED_KV: int
+
+COST_FIELDS: tuple[str, ...]
+ITL_BINS: int
+ITL_BIN_MANTISSA_BITS: int
+ITL_BIN_MIN_EXPONENT: int
+
+def run(
+    arrival_s: npt.NDArray[np.float64],
+    prompt_tokens: npt.NDArray[np.int32],
+    output_tokens: npt.NDArray[np.int32],
+    cost: npt.NDArray[np.float64],
+    *,
+    num_replicas: int,
+    max_batch_tokens: int,
+    max_num_seqs: int,
+    block_size: int,
+    kv_capacity_blocks: int,
+    stop_time_s: float = ...,
+) -> dict[str, Any]:
+    """Simulate iteration-level batching with paged KV and preemption by recompute.
+
+    Returns per-request arrays (first_token_s, completion_s, admitted_s, preemptions,
+    generated_tokens, status, replica), a dict "replicas" of per-replica arrays (steps,
+    preemptions, prefill_tokens, decode_tokens, busy_s, kv_block_seconds, kv_peak_blocks,
+    kv_blocks_in_use_at_end), the inter-token-gap histogram (itl_histogram, itl_sum_s,
+    itl_count, itl_max_s), the number of events processed and end_time_s.
+    """
+
+def _check_inputs(
+    arrival_s: npt.NDArray[np.float64],
+    prompt_tokens: npt.NDArray[np.int32],
+    output_tokens: npt.NDArray[np.int32],
+    cost: npt.NDArray[np.float64],
+    num_replicas: int,
+    max_batch_tokens: int,
+    max_num_seqs: int,
+    block_size: int,
+    kv_capacity_blocks: int,
+    stop_time_s: float,
+) -> None: ...
+
+@disjoint_base
+class EventQueue:
+    """The core's event heap, ordered by (time, insertion sequence)."""
+
+    def __init__(self) -> None: ...
+    def push(self, time: float, kind: int = 0, target: int = 0) -> None: ...
+    def pop(self) -> tuple[float, int, int, int]: ...
+    def __len__(self) -> int: ...
+
+def itl_bin_index(gap: float) -> int: ...
+def step_time(
+    cost: npt.NDArray[np.float64],
+    prefill_tokens: float,
+    prefill_pairs: float,
+    logit_tokens: float,
+    decode_tokens: float,
+    decode_context: float,
+) -> float: ...

@@ -1,0 +1,157 @@
+"""The `tokenmill` command. Flags keep the names users of the original Rust tokenmill know.
+
+A run's settings come from, in increasing precedence: the Scenario defaults, a TOML file given
+with --config (laid out like the Scenario: top-level model/gpu/seed, then [plan], [scheduler],
+[workload], [workload.prompt], [workload.output], [precision], [cost]), and the flags.
+Bad input exits with status 2 and a message naming the field, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from pydantic import ValidationError
+
+from ._validation import describe_validation_error
+from ._version import __version__
+from .catalogue import tomllib
+from .engine import simulate
+from .errors import ConfigError
+from .report import RENDERERS
+from .scenario import Scenario
+
+EXIT_BAD_INPUT = 2
+
+# flag dest -> path of the Scenario field it sets
+FLAG_FIELDS: dict[str, tuple[str, ...]] = {
+    "model": ("model",),
+    "gpu": ("gpu",),
+    "seed": ("seed",),
+    "stop_time": ("stop_time_s",),
+    "tp": ("plan", "tp"),
+    "scheduler": ("scheduler", "name"),
+    "max_batch_tokens": ("scheduler", "max_batch_tokens"),
+    "max_num_seqs": ("scheduler", "max_num_seqs"),
+    "kv_block_size": ("scheduler", "kv_block_size"),
+    "kv_blocks": ("scheduler", "kv_blocks"),
+    "gpu_memory_utilization": ("scheduler", "gpu_memory_utilization"),
+    "arrival_rate": ("workload", "arrival_rate"),
+    "duration": ("workload", "duration_s"),
+    "num_requests": ("workload", "num_requests"),
+    "prompt_mean": ("workload", "prompt", "mean"),
+    "prompt_sigma": ("workload", "prompt", "sigma"),
+    "output_mean": ("workload", "output", "mean"),
+    "output_sigma": ("workload", "output", "sigma"),
+    "weights": ("precision", "weights"),
+    "kv_cache": ("precision", "kv_cache"),
+    "activations": ("precision", "activations"),
+    "step_overhead_ms": ("cost", "step_overhead_ms"),
+}
+
+
+def _number(kind: Callable[[str], Any], what: str) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a valid {what}") from None
+        if isinstance(value, float) and math.isnan(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a valid {what}")
+        return value
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tokenmill", description="Simulate LLM inference clusters, event by event.")
+    parser.add_argument("--version", action="version", version=f"tokenmill {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = sub.add_parser("run", help="simulate one scenario and print its summary",
+                         description="Simulate one scenario and print its summary.")
+    real = _number(float, "number")
+    whole = _number(int, "whole number")
+    g = run.add_argument_group("scenario")
+    g.add_argument("--config", type=Path, help="TOML file laid out like the Scenario; flags override it")
+    g.add_argument("--model", help="model preset, alias, or path to a Hugging Face config.json (default llama-3.1-8b)")
+    g.add_argument("--gpu", help="chip preset or alias, or a chip TOML/JSON file (default h100)")
+    g.add_argument("--tp", type=whole, help="tensor-parallel degree (default 1)")
+    g.add_argument("--weights", help="weight format: bf16, fp16 or fp8 (default bf16)")
+    g.add_argument("--activations", help="activation format: bf16, fp16 or fp8 (default bf16)")
+    g.add_argument("--kv-cache", help="KV-cache format: bf16, fp16 or fp8 (default: activations')")
+    g.add_argument("--seed", type=whole, help="random seed (default 42)")
+    g = run.add_argument_group("scheduler")
+    g.add_argument("--scheduler", help="orca (also accepted as continuous-batch); default orca")
+    g.add_argument("--max-batch-tokens", type=whole, help="token budget per step (default 8192)")
+    g.add_argument("--max-num-seqs", type=whole, help="most running requests (default 256)")
+    g.add_argument("--kv-block-size", type=whole, help="tokens per KV block (default 16)")
+    g.add_argument("--kv-blocks", type=whole, help="KV capacity in blocks (default: from memory)")
+    g.add_argument("--gpu-memory-utilization", type=real, help="fraction of memory used (default 0.9)")
+    g.add_argument("--step-overhead-ms", type=real, help="framework time per step (default 1.0)")
+    g = run.add_argument_group("workload")
+    g.add_argument("--arrival-rate", type=real, help="Poisson arrivals per second (default 10)")
+    g.add_argument("--duration", type=real, help="seconds of arrivals (default 60)")
+    g.add_argument("--num-requests", type=whole, help="stop arrivals after N requests")
+    g.add_argument("--prompt-mean", type=real, help="mean prompt tokens (default 512)")
+    g.add_argument("--prompt-sigma", type=real, help="log-normal sigma of prompts (default 0.5)")
+    g.add_argument("--output-mean", type=real, help="mean output tokens (default 128)")
+    g.add_argument("--output-sigma", type=real, help="log-normal sigma of outputs (default 0.5)")
+    g.add_argument("--stop-time", type=real, help="stop the simulation at this time (s) and "
+                   "report what is unfinished (default: run until drained)")
+    g = run.add_argument_group("output")
+    g.add_argument("--output", choices=sorted(RENDERERS), default="text", help="format (default text)")
+    return parser
+
+
+def _load_config(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except OSError as err:
+        raise ConfigError(f"--config {path}: cannot read it ({err.strerror})") from err
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"--config {path}: not valid TOML ({err})") from err
+
+
+def scenario_from_args(args: argparse.Namespace) -> Scenario:
+    """Merge the config file and the flags into a validated Scenario."""
+    data: dict[str, Any] = _load_config(args.config) if args.config else {}
+    source = f"scenario from {args.config}" if args.config else "scenario"
+    for dest, path in FLAG_FIELDS.items():
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        node = data
+        for key in path[:-1]:
+            child = node.get(key)
+            if not isinstance(child, dict):
+                child = {}
+                node[key] = child
+            node = child
+        node[path[-1]] = value
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(describe_validation_error(err, source)) from None
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    try:
+        scenario = scenario_from_args(args)
+        result = simulate(scenario)
+    except ConfigError as err:
+        print(f"tokenmill: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    sys.stdout.write(RENDERERS[args.output](result))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

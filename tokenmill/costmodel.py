@@ -1,0 +1,100 @@
+"""Price of one batch step: coefficients for the compiled kernel, and the same formula in Python.
+
+The kernel prices every step from five counts (prompt tokens, causal attention pairs of those
+prompts, tokens that need logits, decodes, and cached tokens the decodes attend to). This module
+turns a model, chip, precision, plan and cost parameters into the coefficients that convert
+those counts into seconds: the larger of compute time and memory time (a roofline), plus the
+tensor-parallel all-reduces and a fixed per-step overhead.
+
+`step_seconds` is the formula written once more in Python, operation for operation as in
+src/step_cost.pxd, so the pure-Python reference simulator reproduces the kernel exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import astuple, dataclass, fields
+
+import numpy as np
+
+from . import _core
+from .architecture import DTYPE_BYTES, ModelArch
+from .hardware import Hardware
+from .scenario import CostModelParams, Precision
+
+
+@dataclass(frozen=True)
+class CostCoefficients:
+    """Per-chip coefficients of the step-time formula (field order = the kernel's layout)."""
+
+    overhead_s: float
+    flops_per_token: float
+    flops_per_logit: float
+    flops_per_attn_pair: float
+    flops_per_s: float
+    weight_bytes: float
+    kv_bytes_per_token: float
+    act_bytes_per_token: float
+    bytes_per_s: float
+    comm_fixed_s: float
+    comm_per_token_s: float
+
+    def to_array(self) -> np.ndarray:
+        return np.array(astuple(self), dtype=np.float64)
+
+
+assert tuple(f.name for f in fields(CostCoefficients)) == _core.COST_FIELDS
+
+
+def coefficients(model: ModelArch, hw: Hardware, precision: Precision, tp: int,
+                 params: CostModelParams) -> CostCoefficients:
+    """Coefficients for one replica of `model` on `tp` chips of `hw`."""
+    act_bytes = DTYPE_BYTES["bf16" if precision.compute_dtype == "fp8" else precision.compute_dtype]
+    comm_fixed = 0.0
+    comm_per_token = 0.0
+    if tp > 1:
+        # Two ring all-reduces of the hidden state per layer (after attention and after the
+        # MLP): each moves 2(tp-1)/tp of the message over a chip's link and takes 2(tp-1) hops.
+        reductions = 2 * model.num_layers
+        link = hw.scale_up_bytes_per_s_per_direction() * params.collective_efficiency
+        comm_fixed = reductions * 2 * (tp - 1) * hw.scale_up_latency_us * 1e-6
+        comm_per_token = reductions * 2 * (tp - 1) / tp * model.hidden_size * act_bytes / link
+    return CostCoefficients(
+        overhead_s=params.step_overhead_ms * 1e-3,
+        flops_per_token=model.matmul_flops_per_token(tp),
+        flops_per_logit=model.lm_head_flops_per_token(tp),
+        flops_per_attn_pair=model.attention_flops_per_pair(tp),
+        flops_per_s=hw.dense_flops(precision.compute_dtype) * params.compute_efficiency,
+        weight_bytes=model.weight_bytes_read_per_step(tp, DTYPE_BYTES[precision.weights]),
+        kv_bytes_per_token=model.kv_bytes_per_token(tp, DTYPE_BYTES[precision.kv_dtype]),
+        act_bytes_per_token=model.activation_bytes_per_token(tp, act_bytes),
+        bytes_per_s=hw.memory_bandwidth_tbps * 1e12 * params.memory_efficiency,
+        comm_fixed_s=comm_fixed,
+        comm_per_token_s=comm_per_token,
+    )
+
+
+def step_seconds(c: CostCoefficients, prefill_tokens: float, prefill_pairs: float,
+                 logit_tokens: float, decode_tokens: float, decode_context: float) -> float:
+    """Duration of one step; the Python twin of step_seconds in src/step_cost.pxd."""
+    tokens = prefill_tokens + decode_tokens
+    flops = (c.flops_per_token * tokens
+             + c.flops_per_logit * logit_tokens
+             + c.flops_per_attn_pair * (prefill_pairs + decode_context))
+    nbytes = (c.weight_bytes
+              + c.kv_bytes_per_token * (decode_context + prefill_tokens)
+              + c.act_bytes_per_token * tokens)
+    compute_s = flops / c.flops_per_s
+    memory_s = nbytes / c.bytes_per_s
+    roofline_s = compute_s if compute_s > memory_s else memory_s
+    return c.overhead_s + (c.comm_fixed_s + c.comm_per_token_s * tokens) + roofline_s
+
+
+def prefill_seconds(c: CostCoefficients, prompt_tokens: int) -> float:
+    """Time of a step that only prefills one prompt: the unloaded TTFT of that prompt."""
+    p = float(prompt_tokens)
+    return step_seconds(c, p, p * (p + 1) / 2, 1.0, 0.0, 0.0)
+
+
+def decode_seconds(c: CostCoefficients, batch: int, context_tokens: int) -> float:
+    """Time of a decode-only step of `batch` sequences attending to `context_tokens` in all."""
+    return step_seconds(c, 0.0, 0.0, float(batch), float(batch), float(context_tokens))

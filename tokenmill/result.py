@@ -1,0 +1,194 @@
+"""The outcome of one simulation: per-request records as numpy columns, and their summary."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from . import _core
+from ._version import __version__
+from .costmodel import CostCoefficients
+from .memory import MemoryFit
+from .metrics import LatencyStats
+from .scenario import Scenario
+
+STATUS_NAMES = {
+    _core.STATUS_PENDING: "pending",
+    _core.STATUS_WAITING: "waiting",
+    _core.STATUS_RUNNING: "running",
+    _core.STATUS_FINISHED: "finished",
+    _core.STATUS_REJECTED_BUDGET: "rejected_token_budget",
+    _core.STATUS_REJECTED_KV: "rejected_kv_capacity",
+}
+
+
+@dataclass(frozen=True)
+class RequestRecords:
+    """One row per request of the workload, as numpy columns (times in seconds, NaN if never)."""
+
+    arrival_s: np.ndarray
+    prompt_tokens: np.ndarray
+    output_tokens: np.ndarray
+    admitted_s: np.ndarray
+    first_token_s: np.ndarray
+    completion_s: np.ndarray
+    generated_tokens: np.ndarray
+    preemptions: np.ndarray
+    status: np.ndarray
+    replica: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.arrival_s.shape[0])
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name in self.column_names():
+            return getattr(self, name)
+        raise KeyError(f"no column {name!r}; columns: {', '.join(self.column_names())}")
+
+    @classmethod
+    def column_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls)) + ("ttft_s", "e2e_s", "tpot_s")
+
+    @property
+    def finished(self) -> np.ndarray:
+        return self.status == _core.STATUS_FINISHED
+
+    @property
+    def ttft_s(self) -> np.ndarray:
+        return self.first_token_s - self.arrival_s
+
+    @property
+    def e2e_s(self) -> np.ndarray:
+        return self.completion_s - self.arrival_s
+
+    @property
+    def tpot_s(self) -> np.ndarray:
+        """(E2E - TTFT) / (output - 1); NaN for one-token outputs and unfinished requests."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            tpot = (self.completion_s - self.first_token_s) / (self.output_tokens - 1)
+        return np.where(self.output_tokens > 1, tpot, np.nan)
+
+    def columns(self) -> dict[str, np.ndarray]:
+        return {name: self[name] for name in self.column_names()}
+
+
+@dataclass(frozen=True)
+class Result:
+    """Summary attributes of a run, its per-request records and what produced them."""
+
+    scenario: Scenario
+    model_name: str
+    gpu_name: str
+    memory: MemoryFit
+    cost: CostCoefficients
+    requests: RequestRecords
+    num_requests: int
+    num_arrived: int
+    num_finished: int
+    num_unfinished: int
+    num_rejected_token_budget: int
+    num_rejected_kv_capacity: int
+    ttft_ms: LatencyStats
+    tpot_ms: LatencyStats
+    itl_ms: LatencyStats
+    e2e_ms: LatencyStats
+    duration_s: float
+    request_throughput: float
+    output_token_throughput: float
+    total_token_throughput: float
+    kv_mean_utilization: float
+    kv_peak_utilization: float
+    kv_peak_blocks: int
+    preemptions: int
+    steps: int
+    events: int
+    prefill_tokens_computed: int
+    core_wall_time_s: float
+    wall_time_s: float
+
+    @property
+    def num_rejected(self) -> int:
+        return self.num_rejected_token_budget + self.num_rejected_kv_capacity
+
+    def to_dict(self, include_requests: bool = False) -> dict[str, Any]:
+        """Plain data (JSON-ready): the resolved scenario, the version and every summary figure."""
+        out: dict[str, Any] = {
+            "tokenmill_version": __version__,
+            "scenario": self.scenario.model_dump(mode="json"),
+            "resolved": {"model": self.model_name, "gpu": self.gpu_name,
+                         "chips_per_replica": self.scenario.plan.tp, "replicas": 1},
+            "requests": {
+                "total": self.num_requests,
+                "arrived": self.num_arrived,
+                "finished": self.num_finished,
+                "unfinished": self.num_unfinished,
+                "rejected_token_budget": self.num_rejected_token_budget,
+                "rejected_kv_capacity": self.num_rejected_kv_capacity,
+            },
+            "latency_ms": {
+                "ttft": self.ttft_ms.to_dict(),
+                "tpot": self.tpot_ms.to_dict(),
+                "itl": self.itl_ms.to_dict(),
+                "e2e": self.e2e_ms.to_dict(),
+            },
+            "throughput": {
+                "duration_s": self.duration_s,
+                "requests_per_s": self.request_throughput,
+                "output_tokens_per_s": self.output_token_throughput,
+                "total_tokens_per_s": self.total_token_throughput,
+            },
+            "kv_cache": {
+                "block_size": self.memory.kv_block_size,
+                "capacity_blocks": self.memory.kv_capacity_blocks,
+                "capacity_tokens": self.memory.kv_capacity_tokens,
+                "mean_utilization": self.kv_mean_utilization,
+                "peak_utilization": self.kv_peak_utilization,
+                "peak_blocks": self.kv_peak_blocks,
+            },
+            "preemptions": self.preemptions,
+            "memory": self.memory.to_dict(),
+            "simulation": {
+                "events": self.events,
+                "steps": self.steps,
+                "prefill_tokens_computed": self.prefill_tokens_computed,
+                "core_wall_time_s": self.core_wall_time_s,
+                "wall_time_s": self.wall_time_s,
+            },
+        }
+        if include_requests:
+            out["request_records"] = {k: v.tolist() for k, v in self.requests.columns().items()}
+        return out
+
+    def to_json(self, indent: int | None = 2, include_requests: bool = False) -> str:
+        return json.dumps(_json_safe(self.to_dict(include_requests)), indent=indent)
+
+    def flat_summary(self) -> dict[str, Any]:
+        """The summary as one flat row (for CSV): nested keys joined with '_'."""
+        data = self.to_dict()
+        data.pop("scenario")
+        row: dict[str, Any] = {}
+        _flatten(data, "", row)
+        return row
+
+
+def _flatten(obj: dict[str, Any], prefix: str, out: dict[str, Any]) -> None:
+    for key, value in obj.items():
+        if isinstance(value, dict):
+            _flatten(value, f"{prefix}{key}_", out)
+        else:
+            out[f"{prefix}{key}"] = value
+
+
+def _json_safe(obj: Any) -> Any:
+    """NaN and infinity are not JSON: write them as null."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_json_safe(v) for v in obj]
+    return obj
