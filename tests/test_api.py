@@ -41,10 +41,11 @@ def test_config_errors_are_value_errors() -> None:
     assert issubclass(ConfigError, ValueError)
 
 
-def test_compiled_stub_matches_the_module() -> None:
+def test_compiled_stub_matches_the_module(tmp_path) -> None:
     pytest.importorskip("mypy")
     allowlist = Path(__file__).with_name("stubtest_allowlist.txt")
+    # Run away from the repository root, whose source tree would shadow the installed module.
     done = subprocess.run([sys.executable, "-m", "mypy.stubtest", "tokenmill._core",
                            "--allowlist", str(allowlist)], capture_output=True, text=True,
-                          check=False)
+                          check=False, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
