@@ -25,7 +25,7 @@ from libc.math cimport INFINITY, NAN, isnan, isfinite
 
 from event_heap cimport Event, EventHeap, heap_init, heap_release, heap_push, heap_pop
 from itl_hist cimport ITL_NBINS, ITL_MANTISSA_BITS, ITL_MIN_EXPONENT, itl_bin
-from step_cost cimport CostCoeffs, COST_NFIELDS, step_seconds
+from step_cost cimport CostCoeffs, COST_NFIELDS, StepShape, step_seconds
 
 import numpy as np
 
@@ -343,6 +343,7 @@ cdef int start_step(Sim* s, int64_t r, double now) noexcept nogil:
     cdef int64_t prefill_tokens = 0, prefill_pairs = 0
     cdef int32_t i
     cdef double dur
+    cdef StepShape shape
 
     # 1. Running requests first: one more KV block for every decode that crosses a boundary.
     need = rep.phase[bucket]
@@ -392,9 +393,13 @@ cdef int start_step(Sim* s, int64_t r, double now) noexcept nogil:
 
     # 3. Price the step from running sums and put its end on the event queue.
     rep.step_decodes = rep.n_decode
-    dur = step_seconds(&s.cost, <double> prefill_tokens, <double> prefill_pairs,
-                       <double> (rep.n_prefill + rep.n_decode), <double> rep.n_decode,
-                       <double> (rep.ctx_base + rep.n_decode * step))
+    shape.prefill_tokens = <double> prefill_tokens
+    shape.prefill_pairs = <double> prefill_pairs
+    shape.prefill_context = 0.0
+    shape.logit_tokens = <double> (rep.n_prefill + rep.n_decode)
+    shape.decode_tokens = <double> rep.n_decode
+    shape.decode_context = <double> (rep.ctx_base + rep.n_decode * step)
+    dur = step_seconds(&s.cost, &shape)
     rep.busy = True
     rep.step_start = now
     rep.step_dur = dur
@@ -772,11 +777,18 @@ def itl_bin_index(double gap):
 
 
 def step_time(const double[::1] cost not None, double prefill_tokens, double prefill_pairs,
-              double logit_tokens, double decode_tokens, double decode_context):
+              double prefill_context, double logit_tokens, double decode_tokens,
+              double decode_context):
     """Price one step with the compiled formula (for tests against the Python twin)."""
     cdef CostCoeffs c
+    cdef StepShape shape
     if cost.shape[0] != COST_NFIELDS:
         raise ValueError(f"cost must hold {COST_NFIELDS} coefficients; got {cost.shape[0]}")
     _load_cost(&c, cost)
-    return step_seconds(&c, prefill_tokens, prefill_pairs, logit_tokens, decode_tokens,
-                        decode_context)
+    shape.prefill_tokens = prefill_tokens
+    shape.prefill_pairs = prefill_pairs
+    shape.prefill_context = prefill_context
+    shape.logit_tokens = logit_tokens
+    shape.decode_tokens = decode_tokens
+    shape.decode_context = decode_context
+    return step_seconds(&c, &shape)

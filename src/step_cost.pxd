@@ -1,8 +1,8 @@
 # Price of one batch step of one replica, from coefficients computed once in Python.
 #
-# The kernel knows, for every step, how many prompt tokens it computes, how many query-key
-# pairs their causal attention covers, how many sequences decode and how many cached tokens
-# those decodes attend to. The coefficients turn those counts into FLOPs, bytes and
+# The kernel knows, for every step, its shape (StepShape): how many prompt tokens it computes,
+# how many query-key pairs their causal attention covers and how much cached context they read,
+# how many sequences decode and how many cached tokens those decodes attend to. The coefficients turn those counts into FLOPs, bytes and
 # communication time; the step takes the larger of its compute time and its memory time (a
 # roofline), plus collectives and a fixed framework overhead. tokenmill.costmodel computes
 # the coefficients and holds the identical formula in Python for the reference simulator;
@@ -37,15 +37,23 @@ ctypedef struct CostCoeffs:
     double comm_per_token_s    # collective transfer time per token in the step
 
 
-cdef inline double step_seconds(const CostCoeffs* c, double prefill_tokens,
-                                double prefill_pairs, double logit_tokens,
-                                double decode_tokens, double decode_context) noexcept nogil:
-    cdef double tokens = prefill_tokens + decode_tokens
+ctypedef struct StepShape:
+    double prefill_tokens    # prompt tokens computed in the step (whole prompts or chunks)
+    double prefill_pairs     # causal (query, key) pairs of those tokens, prior context included
+    double prefill_context   # cached tokens the prefills attend to (prefix hits, earlier chunks)
+    double logit_tokens      # tokens that need logits: one per decode and per finishing prefill
+    double decode_tokens     # sequences decoding one token each
+    double decode_context    # cached tokens the decodes attend to, their own new one included
+
+
+cdef inline double step_seconds(const CostCoeffs* c, const StepShape* s) noexcept nogil:
+    cdef double tokens = s.prefill_tokens + s.decode_tokens
     cdef double flops = (c.flops_per_token * tokens
-                         + c.flops_per_logit * logit_tokens
-                         + c.flops_per_attn_pair * (prefill_pairs + decode_context))
+                         + c.flops_per_logit * s.logit_tokens
+                         + c.flops_per_attn_pair * (s.prefill_pairs + s.decode_context))
     cdef double nbytes = (c.weight_bytes
-                          + c.kv_bytes_per_token * (decode_context + prefill_tokens)
+                          + c.kv_bytes_per_token * (s.decode_context + s.prefill_context
+                                                    + s.prefill_tokens)
                           + c.act_bytes_per_token * tokens)
     cdef double compute_s = flops / c.flops_per_s
     cdef double memory_s = nbytes / c.bytes_per_s

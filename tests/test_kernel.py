@@ -178,10 +178,10 @@ def test_empty_workload(h100_llama8b_cost) -> None:
 
 
 def test_compiled_step_price_matches_python_twin(h100_llama8b_cost) -> None:
-    from tokenmill.costmodel import step_seconds
+    from tokenmill.costmodel import StepShape, step_seconds
 
     rng = np.random.default_rng(0)
     arr = h100_llama8b_cost.to_array()
     for _ in range(200):
-        args = [float(x) for x in rng.integers(0, 100_000, 5)]
-        assert _core.step_time(arr, *args) == step_seconds(h100_llama8b_cost, *args)
+        args = [float(x) for x in rng.integers(0, 100_000, 6)]
+        assert _core.step_time(arr, *args) == step_seconds(h100_llama8b_cost, StepShape(*args))

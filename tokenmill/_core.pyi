@@ -67,6 +67,7 @@ def step_time(
     cost: npt.NDArray[np.float64],
     prefill_tokens: float,
     prefill_pairs: float,
+    prefill_context: float,
     logit_tokens: float,
     decode_tokens: float,
     decode_context: float,

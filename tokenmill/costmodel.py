@@ -1,7 +1,7 @@
 """Price of one batch step: coefficients for the compiled kernel, and the same formula in Python.
 
-The kernel prices every step from five counts (prompt tokens, causal attention pairs of those
-prompts, tokens that need logits, decodes, and cached tokens the decodes attend to). This module
+The kernel prices every step from its shape (prompt tokens, their causal attention pairs and
+cached context, tokens that need logits, decodes, and cached tokens the decodes attend to). This module
 turns a model, chip, precision, plan and cost parameters into the coefficients that convert
 those counts into seconds: the larger of compute time and memory time (a roofline), plus the
 tensor-parallel all-reduces and a fixed per-step overhead.
@@ -73,15 +73,26 @@ def coefficients(model: ModelArch, hw: Hardware, precision: Precision, tp: int,
     )
 
 
-def step_seconds(c: CostCoefficients, prefill_tokens: float, prefill_pairs: float,
-                 logit_tokens: float, decode_tokens: float, decode_context: float) -> float:
+@dataclass(frozen=True)
+class StepShape:
+    """What one step computes (the Python twin of StepShape in src/step_cost.pxd)."""
+
+    prefill_tokens: float = 0.0   # prompt tokens computed in the step
+    prefill_pairs: float = 0.0    # causal (query, key) pairs of those tokens
+    prefill_context: float = 0.0  # cached tokens the prefills attend to
+    logit_tokens: float = 0.0     # tokens that need logits
+    decode_tokens: float = 0.0    # sequences decoding one token each
+    decode_context: float = 0.0   # cached tokens the decodes attend to
+
+
+def step_seconds(c: CostCoefficients, s: StepShape) -> float:
     """Duration of one step; the Python twin of step_seconds in src/step_cost.pxd."""
-    tokens = prefill_tokens + decode_tokens
+    tokens = s.prefill_tokens + s.decode_tokens
     flops = (c.flops_per_token * tokens
-             + c.flops_per_logit * logit_tokens
-             + c.flops_per_attn_pair * (prefill_pairs + decode_context))
+             + c.flops_per_logit * s.logit_tokens
+             + c.flops_per_attn_pair * (s.prefill_pairs + s.decode_context))
     nbytes = (c.weight_bytes
-              + c.kv_bytes_per_token * (decode_context + prefill_tokens)
+              + c.kv_bytes_per_token * (s.decode_context + s.prefill_context + s.prefill_tokens)
               + c.act_bytes_per_token * tokens)
     compute_s = flops / c.flops_per_s
     memory_s = nbytes / c.bytes_per_s
@@ -92,9 +103,11 @@ def step_seconds(c: CostCoefficients, prefill_tokens: float, prefill_pairs: floa
 def prefill_seconds(c: CostCoefficients, prompt_tokens: int) -> float:
     """Time of a step that only prefills one prompt: the unloaded TTFT of that prompt."""
     p = float(prompt_tokens)
-    return step_seconds(c, p, p * (p + 1) / 2, 1.0, 0.0, 0.0)
+    return step_seconds(c, StepShape(prefill_tokens=p, prefill_pairs=p * (p + 1) / 2,
+                                     logit_tokens=1.0))
 
 
 def decode_seconds(c: CostCoefficients, batch: int, context_tokens: int) -> float:
     """Time of a decode-only step of `batch` sequences attending to `context_tokens` in all."""
-    return step_seconds(c, 0.0, 0.0, float(batch), float(batch), float(context_tokens))
+    return step_seconds(c, StepShape(logit_tokens=float(batch), decode_tokens=float(batch),
+                                     decode_context=float(context_tokens)))

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _core
-from .costmodel import CostCoefficients, step_seconds
+from .costmodel import CostCoefficients, StepShape, step_seconds
 from .metrics import itl_bin_of
 
 PENDING = _core.STATUS_PENDING
@@ -158,8 +158,10 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
         prefill_tokens = sum(prompt[i] + generated[i] for i in prefills)
         pairs = sum((prompt[i] + generated[i]) * (prompt[i] + generated[i] + 1) // 2 for i in prefills)
         context = sum(prompt[i] + generated[i] for i in decodes)
-        dur = step_seconds(cost, float(prefill_tokens), float(pairs),
-                           float(len(prefills) + len(decodes)), float(len(decodes)), float(context))
+        dur = step_seconds(cost, StepShape(
+            prefill_tokens=float(prefill_tokens), prefill_pairs=float(pairs), prefill_context=0.0,
+            logit_tokens=float(len(prefills) + len(decodes)), decode_tokens=float(len(decodes)),
+            decode_context=float(context)))
         rep.busy = True
         rep.step_start = now
         rep.step_dur = dur
