@@ -12,6 +12,13 @@ STATUS_RUNNING: int
 STATUS_FINISHED: int
 STATUS_REJECTED_BUDGET: int
 STATUS_REJECTED_KV: int
+STATUS_SWAPPED: int
+
+POLICY_ORCA: int
+POLICY_CHUNKED: int
+POLICY_STATIC: int
+PREEMPT_RECOMPUTE: int
+PREEMPT_SWAP: int
 
 COST_FIELDS: tuple[str, ...]
 ITL_BINS: int
@@ -29,15 +36,27 @@ def run(
     max_num_seqs: int,
     block_size: int,
     kv_capacity_blocks: int,
+    policy: int = ...,
+    priority: npt.NDArray[np.int32] | None = ...,
+    priority_scheduling: bool = ...,
+    preemption: int = ...,
+    swap_capacity_blocks: int = ...,
+    swap_seconds_per_block: float = ...,
+    prefix_offsets: npt.NDArray[np.int64] | None = ...,
+    prefix_ids: npt.NDArray[np.int64] | None = ...,
+    prefix_granule_tokens: int = ...,
+    prefix_caching: bool = ...,
     stop_time_s: float = ...,
 ) -> dict[str, Any]:
-    """Simulate iteration-level batching with paged KV and preemption by recompute.
+    """Simulate replicas serving requests under a batching policy (docs/schedulers.md).
 
     Returns per-request arrays (first_token_s, completion_s, admitted_s, preemptions,
-    generated_tokens, status, replica), a dict "replicas" of per-replica arrays (steps,
-    preemptions, prefill_tokens, decode_tokens, busy_s, kv_block_seconds, kv_peak_blocks,
-    kv_blocks_in_use_at_end), the inter-token-gap histogram (itl_histogram, itl_sum_s,
-    itl_count, itl_max_s), the number of events processed and end_time_s.
+    generated_tokens, status, replica, prefix_hit_tokens), a dict "replicas" of per-replica
+    arrays (steps, preemptions, swap_out_blocks, swap_in_blocks, prefill_tokens,
+    recompute_tokens, decode_tokens, prefix_query_tokens, prefix_hit_tokens, max_step_tokens,
+    kv_peak_blocks, kv_blocks_in_use_at_end, swapped_at_end, busy_s, kv_block_seconds), the
+    inter-token-gap histogram (itl_histogram, itl_sum_s, itl_count, itl_max_s), the number of
+    events processed and end_time_s.
     """
 
 def _check_inputs(
@@ -50,6 +69,15 @@ def _check_inputs(
     max_num_seqs: int,
     block_size: int,
     kv_capacity_blocks: int,
+    policy: int,
+    priority: npt.NDArray[np.int32] | None,
+    preemption: int,
+    swap_capacity_blocks: int,
+    swap_seconds_per_block: float,
+    prefix_offsets: npt.NDArray[np.int64] | None,
+    prefix_ids: npt.NDArray[np.int64] | None,
+    prefix_granule_tokens: int,
+    prefix_caching: bool,
     stop_time_s: float,
 ) -> None: ...
 

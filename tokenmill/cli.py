@@ -39,6 +39,10 @@ FLAG_FIELDS: dict[str, tuple[str, ...]] = {
     "kv_block_size": ("scheduler", "kv_block_size"),
     "kv_blocks": ("scheduler", "kv_blocks"),
     "gpu_memory_utilization": ("scheduler", "gpu_memory_utilization"),
+    "priority_scheduling": ("scheduler", "priority_scheduling"),
+    "preemption": ("scheduler", "preemption"),
+    "swap_space": ("scheduler", "swap_space_gib"),
+    "prefix_caching": ("scheduler", "prefix_caching"),
     "arrival_rate": ("workload", "arrival_rate"),
     "duration": ("workload", "duration_s"),
     "num_requests": ("workload", "num_requests"),
@@ -83,9 +87,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--kv-cache", help="KV-cache format: bf16, fp16 or fp8 (default: activations')")
     g.add_argument("--seed", type=whole, help="random seed (default 42)")
     g = run.add_argument_group("scheduler")
-    g.add_argument("--scheduler", help="orca (also accepted as continuous-batch); default orca")
-    g.add_argument("--max-batch-tokens", type=whole, help="token budget per step (default 8192)")
-    g.add_argument("--max-num-seqs", type=whole, help="most running requests (default 256)")
+    g.add_argument("--scheduler", help="orca (alias continuous-batch), vllm, sarathi (alias "
+                   "chunked-prefill) or static; default orca (docs/schedulers.md)")
+    g.add_argument("--max-batch-tokens", "--chunk-size", type=whole, dest="max_batch_tokens",
+                   help="token budget per step, decodes included (--chunk-size is the original "
+                   "tokenmill's name); default: orca/static 8192, sarathi 512, vllm by chip")
+    g.add_argument("--max-num-seqs", type=whole,
+                   help="most running requests; default 256 (vllm: 1024 on >= 70 GiB chips)")
+    g.add_argument("--priority-scheduling", action="store_true", default=None,
+                   help="serve and preempt by request priority (vLLM's priority policy)")
+    g.add_argument("--preemption", help="recompute (default) or swap")
+    g.add_argument("--swap-space", type=real, help="host GiB per chip for swapped KV (default 4)")
+    g.add_argument("--prefix-caching", action=argparse.BooleanOptionalAction, default=None,
+                   help="reuse cached KV of shared prefixes (default: on for vllm, off otherwise)")
     g.add_argument("--kv-block-size", type=whole, help="tokens per KV block (default 16)")
     g.add_argument("--kv-blocks", type=whole, help="KV capacity in blocks (default: from memory)")
     g.add_argument("--gpu-memory-utilization", type=real, help="fraction of memory used (default 0.9)")

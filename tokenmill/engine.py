@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
 from . import _core
-from .costmodel import coefficients
-from .memory import plan_memory
+from .costmodel import CostCoefficients, coefficients
+from .errors import ConfigError
+from .hardware import GIB, Hardware
+from .memory import MemoryFit, plan_memory
 from .metrics import LatencyStats, itl_stats
+from .policy import ResolvedPolicy, resolve_policy
 from .result import RequestRecords, Result
 from .scenario import Scenario
 from .workload import WorkloadArrays, generate
@@ -30,8 +33,8 @@ def simulate(scenario: Optional[Scenario] = None, *,
     model = scenario.model_arch()
     hw = scenario.hardware()
     tp = scenario.plan.tp
-    policy = scenario.scheduler
-    fit = plan_memory(model, hw, scenario.precision, tp, policy)
+    policy = resolve_policy(scenario.scheduler, hw)
+    fit = plan_memory(model, hw, scenario.precision, tp, scenario.scheduler)
     coeffs = coefficients(model, hw, scenario.precision, tp, scenario.cost)
     arrays = workload if workload is not None else generate(scenario.workload, scenario.seed)
 
@@ -46,7 +49,12 @@ def simulate(scenario: Optional[Scenario] = None, *,
         max_num_seqs=policy.max_num_seqs,
         block_size=policy.kv_block_size,
         kv_capacity_blocks=fit.kv_capacity_blocks,
+        policy=policy.kernel_policy,
+        priority_scheduling=policy.priority_scheduling,
         stop_time_s=scenario.stop_time_s if scenario.stop_time_s is not None else math.inf,
+        **_priority_args(arrays),
+        **_swap_args(policy, fit, hw),
+        **_prefix_args(policy, arrays),
     )
     core_wall = time.perf_counter() - core_started
 
@@ -55,15 +63,54 @@ def simulate(scenario: Optional[Scenario] = None, *,
         output_tokens=arrays.output_tokens, admitted_s=raw["admitted_s"],
         first_token_s=raw["first_token_s"], completion_s=raw["completion_s"],
         generated_tokens=raw["generated_tokens"], preemptions=raw["preemptions"],
-        status=raw["status"], replica=raw["replica"])
-    return summarise(scenario, model.name, hw.name, fit, coeffs, records, raw, core_wall, started)
+        prefix_hit_tokens=raw["prefix_hit_tokens"], status=raw["status"],
+        replica=raw["replica"])
+    return summarise(scenario, model.name, hw.name, policy, fit, coeffs, records, raw, core_wall,
+                     started)
 
 
-def summarise(scenario: Scenario, model_name: str, gpu_name: str, fit, coeffs,
-              records: RequestRecords, raw: dict, core_wall: float, started: float) -> Result:
+def _priority_args(arrays: WorkloadArrays) -> dict[str, Any]:
+    if arrays.priority is None:
+        return {}
+    return {"priority": np.ascontiguousarray(arrays.priority, dtype=np.int32)}
+
+
+def _swap_args(policy: ResolvedPolicy, fit: MemoryFit, hw: Hardware) -> dict[str, Any]:
+    """Host capacity for swapped KV and the time to copy one block over the host link."""
+    if policy.preemption != "swap":
+        return {}
+    block_bytes = fit.kv_bytes_per_token * fit.kv_block_size  # per chip; chips copy in parallel
+    return {
+        "preemption": _core.PREEMPT_SWAP,
+        "swap_capacity_blocks": int(policy.swap_space_gib * GIB // block_bytes),
+        "swap_seconds_per_block": block_bytes / (hw.host_link_gbps * 1e9),
+    }
+
+
+def _prefix_args(policy: ResolvedPolicy, arrays: WorkloadArrays) -> dict[str, Any]:
+    """Prefix ids for the cache; a workload without them simply never hits."""
+    if not policy.prefix_caching:
+        return {}
+    if arrays.prefix_ids is None or arrays.prefix_offsets is None:
+        return {"prefix_caching": True, "prefix_granule_tokens": policy.kv_block_size,
+                "prefix_offsets": np.zeros(len(arrays) + 1, dtype=np.int64),
+                "prefix_ids": np.zeros(0, dtype=np.int64)}
+    granule = arrays.prefix_block_tokens
+    if granule % policy.kv_block_size != 0:
+        raise ConfigError(
+            f"the workload's prefix ids cover {granule} tokens each, which scheduler.kv_block_size "
+            f"= {policy.kv_block_size} does not divide; choose a block size that divides {granule}")
+    return {"prefix_caching": True, "prefix_granule_tokens": granule,
+            "prefix_offsets": np.ascontiguousarray(arrays.prefix_offsets, dtype=np.int64),
+            "prefix_ids": np.ascontiguousarray(arrays.prefix_ids, dtype=np.int64)}
+
+
+def summarise(scenario: Scenario, model_name: str, gpu_name: str, policy: ResolvedPolicy,
+              fit: MemoryFit, coeffs: CostCoefficients, records: RequestRecords, raw: dict,
+              core_wall: float, started: float) -> Result:
     """Build the Result's summary figures from the kernel's raw output."""
     status = records.status
-    counts = np.bincount(status, minlength=6)
+    counts = np.bincount(status, minlength=7)
     finished = status == _core.STATUS_FINISHED
     arrival = records.arrival_s[finished]
     first = records.first_token_s[finished]
@@ -77,17 +124,20 @@ def summarise(scenario: Scenario, model_name: str, gpu_name: str, fit, coeffs,
     out_tokens = int(out.sum(dtype=np.int64))
     in_tokens = int(records.prompt_tokens[finished].sum(dtype=np.int64))
     per_s = (lambda x: x / duration) if duration > 0 else (lambda x: float("nan"))
+    block_bytes_all_chips = fit.kv_bytes_per_token * fit.kv_block_size * scenario.plan.tp
     return Result(
         scenario=scenario,
         model_name=model_name,
         gpu_name=gpu_name,
+        policy=policy,
         memory=fit,
         cost=coeffs,
         requests=records,
         num_requests=len(records),
         num_arrived=int(len(records) - counts[_core.STATUS_PENDING]),
         num_finished=int(counts[_core.STATUS_FINISHED]),
-        num_unfinished=int(counts[_core.STATUS_WAITING] + counts[_core.STATUS_RUNNING]),
+        num_unfinished=int(counts[_core.STATUS_WAITING] + counts[_core.STATUS_RUNNING]
+                           + counts[_core.STATUS_SWAPPED]),
         num_rejected_token_budget=int(counts[_core.STATUS_REJECTED_BUDGET]),
         num_rejected_kv_capacity=int(counts[_core.STATUS_REJECTED_KV]),
         ttft_ms=LatencyStats.from_seconds(first - arrival),
@@ -103,6 +153,11 @@ def summarise(scenario: Scenario, model_name: str, gpu_name: str, fit, coeffs,
         kv_peak_utilization=float(reps["kv_peak_blocks"].max()) / capacity,
         kv_peak_blocks=int(reps["kv_peak_blocks"].max()),
         preemptions=int(reps["preemptions"].sum()),
+        recomputed_tokens=int(reps["recompute_tokens"].sum()),
+        swapped_out_bytes=float(reps["swap_out_blocks"].sum()) * block_bytes_all_chips,
+        prefix_hit_rate=(float(reps["prefix_hit_tokens"].sum()) / float(reps["prefix_query_tokens"].sum())
+                         if reps["prefix_query_tokens"].sum() > 0 else 0.0),
+        max_step_tokens=int(reps["max_step_tokens"].max()),
         steps=int(reps["steps"].sum()),
         events=int(raw["events"]),
         prefill_tokens_computed=int(reps["prefill_tokens"].sum()),

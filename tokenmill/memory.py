@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from .architecture import DTYPE_BYTES, ModelArch, valid_tp_degrees
 from .errors import CapacityError
 from .hardware import GIB, Hardware
+from .policy import resolve_policy
 from .scenario import Precision, SchedulerPolicy
 
 # Memory outside PyTorch's allocator, per chip (estimate; see the module docstring).
@@ -45,7 +46,8 @@ class MemoryFit:
         return asdict(self)
 
 
-def activation_reserve_bytes(model: ModelArch, policy: SchedulerPolicy, precision: Precision) -> float:
+def activation_reserve_bytes(model: ModelArch, max_batch_tokens: int, max_num_seqs: int,
+                             precision: Precision) -> float:
     """Peak activation memory of a forward pass over a full token budget (estimate).
 
     The MLP's gate/up output, its activation and the residual stream at the full budget of
@@ -53,8 +55,8 @@ def activation_reserve_bytes(model: ModelArch, policy: SchedulerPolicy, precisio
     of Llama-3-8B (1.26 GiB at 8192 tokens, 256 sequences, unchanged at TP2)."""
     act = DTYPE_BYTES[precision.compute_dtype if precision.compute_dtype != "fp8" else "bf16"]
     per_token = (4 * model.intermediate_size + 4 * model.hidden_size) * act
-    logits = policy.max_num_seqs * model.vocab_size * 4.0
-    return policy.max_batch_tokens * per_token + logits
+    logits = max_num_seqs * model.vocab_size * 4.0
+    return max_batch_tokens * per_token + logits
 
 
 def plan_memory(model: ModelArch, hw: Hardware, precision: Precision, tp: int,
@@ -62,7 +64,8 @@ def plan_memory(model: ModelArch, hw: Hardware, precision: Precision, tp: int,
     """KV capacity of one replica of `model` on `tp` chips; CapacityError if it does not fit."""
     weight_bytes = model.weight_bytes_per_chip(tp, DTYPE_BYTES[precision.weights])
     usable = hw.memory_bytes * policy.gpu_memory_utilization
-    act = activation_reserve_bytes(model, policy, precision)
+    limits = resolve_policy(policy, hw)
+    act = activation_reserve_bytes(model, limits.max_batch_tokens, limits.max_num_seqs, precision)
     runtime = RUNTIME_RESERVE_BYTES + (COLLECTIVE_RESERVE_BYTES if tp > 1 else 0.0)
     available = usable - weight_bytes - act - runtime
     kv_per_token = model.kv_bytes_per_token(tp, DTYPE_BYTES[precision.kv_dtype])

@@ -1,30 +1,20 @@
 """A slow, plain-Python twin of the compiled core, for differential tests on small cases.
 
-It implements the same serving semantics the obvious way: every running request carries its
-own token count and block count, and every step visits every running request. None of the
-kernel's shortcuts (step-indexed bases, block-phase buckets, running context sums) appear here,
-so agreement between the two is evidence that the shortcuts are exact.
-
-The rules, shared with src/_core.pyx:
-* Events at one instant: steps ending then finish first, then requests arriving then are queued
-  (round robin over replicas), then every idle replica with news starts its next step.
-* A step first gives each running decode that crosses a KV block boundary one more block,
-  preempting the most recently admitted running request (recompute: its blocks are freed and
-  it is requeued at the front) while blocks are short; a request that alone fills the whole
-  cache is rejected. Then, unless it preempted, it admits waiting requests first come first
-  served while the token budget (decodes + whole prompts), the sequence limit and the free
-  blocks allow. A prompt (plus generated tokens, after a preemption) larger than the budget or
-  the whole cache is rejected.
-* A step produces one token for every request in it; a request finishes when it has produced
-  its output length, and frees its blocks then.
+It implements the same serving semantics the obvious way: every request carries its own token
+count, prefill progress and block count, every step visits every running request, queues are
+Python lists searched linearly, and the prefix cache is a dict with an OrderedDict for its
+eviction order. None of the kernel's shortcuts (step-indexed bases, block-phase buckets, running
+context sums, heaps, hash tables) appear here, so agreement between the two is evidence that
+the shortcuts are exact. The rules themselves are written down in docs/schedulers.md.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
-from collections import deque
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 
@@ -38,53 +28,82 @@ RUNNING = _core.STATUS_RUNNING
 FINISHED = _core.STATUS_FINISHED
 REJECTED_BUDGET = _core.STATUS_REJECTED_BUDGET
 REJECTED_KV = _core.STATUS_REJECTED_KV
+SWAPPED = _core.STATUS_SWAPPED
 
-
-@dataclass
-class _Replica:
-    free_blocks: int
-    waiting: deque = field(default_factory=deque)
-    running: list = field(default_factory=list)   # admission order
-    busy: bool = False
-    step_start: float = 0.0
-    step_dur: float = 0.0
-    step_blocks: int = 0
-    step_prefills: list = field(default_factory=list)
-    step_decodes: list = field(default_factory=list)
-    steps: int = 0
-    preemptions: int = 0
-    prefill_tokens: int = 0
-    decode_tokens: int = 0
-    busy_s: float = 0.0
-    kv_block_s: float = 0.0
-    kv_peak: int = 0
+ORCA = _core.POLICY_ORCA
+CHUNKED = _core.POLICY_CHUNKED
+STATIC = _core.POLICY_STATIC
 
 
 def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
+@dataclass
+class _Replica:
+    empty: int
+    waiting: list = field(default_factory=list)
+    swapped: list = field(default_factory=list)
+    running: list = field(default_factory=list)   # admission order
+    refs: dict = field(default_factory=dict)       # prefix id -> references
+    evictable: OrderedDict = field(default_factory=OrderedDict)  # oldest first
+    swap_used: int = 0
+    busy: bool = False
+    step_start: float = 0.0
+    step_dur: float = 0.0
+    step_blocks: int = 0
+    step_prefills: list = field(default_factory=list)
+    step_decodes: list = field(default_factory=list)
+    step_swapins: list = field(default_factory=list)
+    stats: dict = field(default_factory=lambda: dict.fromkeys(
+        ("steps", "preemptions", "swap_out_blocks", "swap_in_blocks", "prefill_tokens",
+         "recompute_tokens", "decode_tokens", "prefix_query_tokens", "prefix_hit_tokens", "max_step_tokens",
+         "kv_peak_blocks"), 0))
+    busy_s: float = 0.0
+    kv_block_s: float = 0.0
+
+
 def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
                        output_tokens: np.ndarray, cost: CostCoefficients, *, num_replicas: int,
                        max_batch_tokens: int, max_num_seqs: int, block_size: int,
-                       kv_capacity_blocks: int, stop_time_s: float = math.inf) -> dict:
+                       kv_capacity_blocks: int, policy: int = ORCA,
+                       priority: Optional[np.ndarray] = None, priority_scheduling: bool = False,
+                       preemption: int = _core.PREEMPT_RECOMPUTE, swap_capacity_blocks: int = 0,
+                       swap_seconds_per_block: float = 0.0,
+                       prefix_offsets: Optional[np.ndarray] = None,
+                       prefix_ids: Optional[np.ndarray] = None, prefix_granule_tokens: int = 0,
+                       prefix_caching: bool = False, stop_time_s: float = math.inf) -> dict:
     """Same inputs and outputs as tokenmill._core.run (cost as coefficients, not an array)."""
     n = len(arrival_s)
+    B = block_size
     arrival = [float(x) for x in arrival_s]
     prompt = [int(x) for x in prompt_tokens]
     output = [int(x) for x in output_tokens]
+    prio = [int(x) for x in priority] if priority is not None else [0] * n
+    G = prefix_granule_tokens if prefix_caching else 1
+    gb = G // B if prefix_caching else 1
+    ids_of = ([[int(x) for x in prefix_ids[prefix_offsets[i]:prefix_offsets[i + 1]]] for i in range(n)]
+              if prefix_caching else [[] for _ in range(n)])
+
     first_token = [math.nan] * n
     completion = [math.nan] * n
     admitted = [math.nan] * n
     preemptions = [0] * n
     generated = [0] * n
-    blocks = [0] * n
     status = [PENDING] * n
     replica_of = [-1] * n
+    prefix_hit = [0] * n
+    computed = [0] * n
+    target = [0] * n
+    chunk = [0] * n
+    private = [0] * n      # KV blocks only this request holds
+    host = [0] * n         # blocks it has swapped out to host memory
+    shared = [0] * n       # leading prefix granules it references
+    closed = [False] * n
     last_token = [0.0] * n
     hist = np.zeros(_core.ITL_BINS, dtype=np.int64)
     itl = {"sum": 0.0, "count": 0, "max": 0.0}
-    reps = [_Replica(free_blocks=kv_capacity_blocks) for _ in range(num_replicas)]
+    reps = [_Replica(empty=kv_capacity_blocks) for _ in range(num_replicas)]
     events: list[tuple[float, int, int]] = []
     seq = 0
     events_processed = 0
@@ -93,107 +112,259 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
         hist[itl_bin_of(g)] += count
         itl["sum"] += g * count
         itl["count"] += count
-        if g > itl["max"]:
-            itl["max"] = g
+        itl["max"] = max(itl["max"], g)
+
+    def free(rep: _Replica) -> int:
+        return rep.empty + len(rep.evictable) * gb
+
+    def take(rep: _Replica, m: int) -> None:
+        while rep.empty < m:
+            pid, _ = rep.evictable.popitem(last=False)
+            del rep.refs[pid]
+            rep.empty += gb
+        rep.empty -= m
+
+    def decoding(i: int) -> bool:
+        return computed[i] >= target[i]
 
     def release(rep: _Replica, i: int) -> None:
-        rep.running.remove(i)
-        rep.free_blocks += blocks[i]
-        blocks[i] = 0
+        rep.empty += private[i]
+        private[i] = 0
+        for j in reversed(range(shared[i])):
+            pid = ids_of[i][j]
+            rep.refs[pid] -= 1
+            if rep.refs[pid] == 0:
+                rep.evictable[pid] = True
+        shared[i] = 0
+        closed[i] = False
+        computed[i] = 0
+        target[i] = 0
+
+    def requeue(rep: _Replica, i: int) -> None:
+        if priority_scheduling:
+            rep.waiting.append(i)
+        else:
+            rep.waiting.insert(0, i)
+
+    def preempt(rep: _Replica, v: int, now: float) -> None:
+        was_decoding = decoding(v)
+        rep.running.remove(v)
+        preemptions[v] += 1
+        rep.stats["preemptions"] += 1
+        if was_decoding:
+            last_token[v] = now
+        if (was_decoding and preemption == _core.PREEMPT_SWAP
+                and rep.swap_used + private[v] <= swap_capacity_blocks):
+            rep.empty += private[v]
+            rep.swap_used += private[v]
+            rep.stats["swap_out_blocks"] += private[v]
+            host[v] = private[v]
+            private[v] = 0
+            status[v] = SWAPPED
+            rep.swapped.append(v)
+            return
+        release(rep, v)
+        status[v] = WAITING
+        requeue(rep, v)
+
+    def next_waiting(rep: _Replica) -> int:
+        if priority_scheduling:
+            return min(rep.waiting, key=lambda i: (prio[i], i))
+        return rep.waiting[0]
 
     def start_step(r: int, now: float) -> None:
         nonlocal seq
         rep = reps[r]
+        was_empty = not rep.running
+        swaps_before = rep.stats["swap_out_blocks"] + rep.stats["swap_in_blocks"]
         preempted = False
-        while True:
-            needing = [i for i in rep.running
-                       if _ceil_div(prompt[i] + generated[i], block_size) > blocks[i]]
-            if len(needing) <= rep.free_blocks:
-                break
-            victim = rep.running[-1]
-            if len(rep.running) == 1:
-                release(rep, victim)
-                status[victim] = REJECTED_KV
-            else:
-                release(rep, victim)
-                status[victim] = WAITING
-                preemptions[victim] += 1
-                last_token[victim] = now
-                rep.preemptions += 1
-                rep.waiting.appendleft(victim)
-                preempted = True
-        for i in needing:
-            blocks[i] += 1
-            rep.free_blocks -= 1
-        decodes = list(rep.running)
 
-        prefills: list[int] = []
-        if not preempted or not rep.running:
-            budget = max_batch_tokens - len(decodes)
-            while rep.waiting and len(rep.running) < max_num_seqs:
-                i = rep.waiting[0]
-                eff = prompt[i] + generated[i]
-                need = _ceil_div(eff, block_size)
-                if eff > max_batch_tokens:
-                    rep.waiting.popleft()
+        def plan() -> tuple[list, list, int]:
+            decs = [i for i in rep.running if decoding(i)]
+            needing = [i for i in decs if (prompt[i] + generated[i] - 1) % B == 0]
+            left = max_batch_tokens - len(decs)
+            used = 0
+            growth = []
+            for i in rep.running:
+                if not decoding(i):
+                    c = min(target[i] - computed[i], left - used)
+                    chunk[i] = c
+                    used += c
+                    growth.append((i, _ceil_div(computed[i] + c, B) - _ceil_div(computed[i], B)))
+            return needing, growth, used
+
+        needing, growth, pre_tokens = plan()
+        while len(needing) + sum(g for _, g in growth) > free(rep):
+            if len(rep.running) == 1:
+                v = rep.running[0]
+                rep.running.remove(v)
+                release(rep, v)
+                status[v] = REJECTED_KV
+            else:
+                if priority_scheduling:
+                    v = max(rep.running, key=lambda i: (prio[i], i))
+                else:
+                    v = rep.running[-1]
+                preempt(rep, v, now)
+                preempted = True
+            needing, growth, pre_tokens = plan()
+        take(rep, len(needing) + sum(g for _, g in growth))
+        for i in needing:
+            private[i] += 1
+        for i, g in growth:
+            private[i] += g
+        decodes = [i for i in rep.running if decoding(i)]
+        prefills = [i for i in rep.running if not decoding(i)]
+        tokens = sum(chunk[i] for i in prefills)
+        rep.stats["recompute_tokens"] += sum(chunk[i] for i in prefills if preemptions[i] > 0)
+        pairs = sum(chunk[i] * computed[i] + chunk[i] * (chunk[i] + 1) // 2 for i in prefills if chunk[i])
+        context = sum(computed[i] for i in prefills if chunk[i])
+        longest = 0
+        swapins: list[int] = []
+
+        budget = max_batch_tokens - len(decodes) - pre_tokens
+        if (not preempted or not rep.running) and (policy != STATIC or was_empty):
+            while rep.swapped and len(rep.running) < max_num_seqs and budget > 0:
+                i = rep.swapped[0]
+                need = _ceil_div(prompt[i] + generated[i], B) - shared[i] * gb
+                if need > free(rep):
+                    break
+                rep.swapped.pop(0)
+                rep.swap_used -= host[i]
+                rep.stats["swap_in_blocks"] += host[i]
+                host[i] = 0
+                take(rep, need)
+                private[i] = need
+                status[i] = RUNNING
+                rep.running.append(i)
+                swapins.append(i)
+                budget -= 1
+            while not rep.swapped and rep.waiting and len(rep.running) < max_num_seqs and budget > 0:
+                i = next_waiting(rep)
+                tgt = prompt[i] + generated[i]
+                k = 0
+                if prefix_caching:
+                    limit = min(len(ids_of[i]), prompt[i] // G, (tgt - 1) // G)
+                    while k < limit and ids_of[i][k] in rep.refs:
+                        k += 1
+                hit = k * G
+                if policy != CHUNKED and tgt - hit > max_batch_tokens:
+                    rep.waiting.remove(i)
                     status[i] = REJECTED_BUDGET
                     continue
-                if need > kv_capacity_blocks:
-                    rep.waiting.popleft()
+                if _ceil_div(tgt, B) > kv_capacity_blocks:
+                    rep.waiting.remove(i)
                     status[i] = REJECTED_KV
                     continue
-                if eff > budget or need > rep.free_blocks:
+                c = tgt - hit
+                if policy == CHUNKED:
+                    c = min(c, budget)
+                elif c > budget:
                     break
-                rep.waiting.popleft()
-                rep.running.append(i)
-                status[i] = RUNNING
+                need = _ceil_div(hit + c, B) - k * gb
+                touched = sum(gb for pid in ids_of[i][:k] if rep.refs[pid] == 0)
+                if need + touched > free(rep):
+                    break
+                rep.waiting.remove(i)
+                for pid in ids_of[i][:k]:
+                    if rep.refs[pid] == 0:
+                        del rep.evictable[pid]
+                    rep.refs[pid] += 1
+                if prefix_caching:
+                    rep.stats["prefix_query_tokens"] += tgt
+                    rep.stats["prefix_hit_tokens"] += hit
                 if math.isnan(admitted[i]):
                     admitted[i] = now
-                blocks[i] = need
-                rep.free_blocks -= need
+                    prefix_hit[i] = hit
+                shared[i] = k
+                closed[i] = False
+                computed[i] = hit
+                target[i] = tgt
+                chunk[i] = c
+                take(rep, need)
+                private[i] = need
+                status[i] = RUNNING
+                rep.running.append(i)
                 prefills.append(i)
-                budget -= eff
-        if not prefills and not decodes:
+                tokens += c
+                if preemptions[i] > 0:
+                    rep.stats["recompute_tokens"] += c
+                pairs += c * hit + c * (c + 1) // 2
+                context += hit
+                longest = max(longest, c)
+                budget -= c
+
+        all_decodes = decodes + swapins
+        if not prefills and not all_decodes:
             return
-        prefill_tokens = sum(prompt[i] + generated[i] for i in prefills)
-        pairs = sum((prompt[i] + generated[i]) * (prompt[i] + generated[i] + 1) // 2 for i in prefills)
-        context = sum(prompt[i] + generated[i] for i in decodes)
+        logits = sum(1 for i in prefills if computed[i] + chunk[i] == target[i])
+        shape_tokens, shape_pairs = float(tokens), float(pairs)
+        if policy == STATIC and prefills:
+            shape_tokens = float(len(prefills) * longest)
+            shape_pairs = float(len(prefills) * (longest * (longest + 1) // 2))
         dur = step_seconds(cost, StepShape(
-            prefill_tokens=float(prefill_tokens), prefill_pairs=float(pairs), prefill_context=0.0,
-            logit_tokens=float(len(prefills) + len(decodes)), decode_tokens=float(len(decodes)),
-            decode_context=float(context)))
+            prefill_tokens=shape_tokens, prefill_pairs=shape_pairs,
+            prefill_context=float(context), logit_tokens=float(logits + len(all_decodes)),
+            decode_tokens=float(len(all_decodes)),
+            decode_context=float(sum(prompt[i] + generated[i] for i in all_decodes))))
+        swapped_blocks = rep.stats["swap_out_blocks"] + rep.stats["swap_in_blocks"] - swaps_before
+        dur += swap_seconds_per_block * swapped_blocks
         rep.busy = True
         rep.step_start = now
         rep.step_dur = dur
         rep.step_prefills = prefills
         rep.step_decodes = decodes
-        rep.step_blocks = kv_capacity_blocks - rep.free_blocks
-        rep.steps += 1
-        rep.prefill_tokens += prefill_tokens
-        rep.decode_tokens += len(decodes)
+        rep.step_swapins = swapins
+        rep.step_blocks = kv_capacity_blocks - free(rep)
+        st = rep.stats
+        st["steps"] += 1
+        st["prefill_tokens"] += tokens
+        st["decode_tokens"] += len(all_decodes)
+        st["max_step_tokens"] = max(st["max_step_tokens"], tokens + len(all_decodes))
+        st["kv_peak_blocks"] = max(st["kv_peak_blocks"], rep.step_blocks)
         rep.busy_s += dur
         rep.kv_block_s += rep.step_blocks * dur
-        rep.kv_peak = max(rep.kv_peak, rep.step_blocks)
         heapq.heappush(events, (now + dur, seq, r))
         seq += 1
+
+    def finish(rep: _Replica, i: int, now: float) -> None:
+        rep.running.remove(i)
+        release(rep, i)
+        status[i] = FINISHED
+        completion[i] = now
 
     def end_step(r: int, now: float) -> None:
         rep = reps[r]
         if rep.step_decodes:
             gap(rep.step_dur, len(rep.step_decodes))
+        for i in rep.step_swapins:
+            gap(now - last_token[i], 1)
         for i in rep.step_prefills:
+            computed[i] += chunk[i]
+            chunk[i] = 0
+            if prefix_caching:
+                limit = min(len(ids_of[i]), prompt[i] // G)
+                while not closed[i] and shared[i] < limit and (shared[i] + 1) * G <= computed[i]:
+                    pid = ids_of[i][shared[i]]
+                    if pid in rep.refs:
+                        closed[i] = True
+                        break
+                    rep.refs[pid] = 1
+                    private[i] -= gb
+                    shared[i] += 1
+            if computed[i] < target[i]:
+                continue
             generated[i] += 1
             if generated[i] == 1:
                 first_token[i] = now
             else:
                 gap(now - last_token[i], 1)
-        for i in rep.step_decodes:
-            generated[i] += 1
-        for i in rep.step_prefills + rep.step_decodes:
             if generated[i] >= output[i]:
-                release(rep, i)
-                status[i] = FINISHED
-                completion[i] = now
+                finish(rep, i, now)
+        for i in sorted(rep.step_decodes + rep.step_swapins):
+            generated[i] += 1
+            if generated[i] >= output[i]:
+                finish(rep, i, now)
         rep.busy = False
 
     cursor = 0
@@ -239,6 +410,11 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
     def col(values: list, dtype: type) -> np.ndarray:
         return np.array(values, dtype=dtype)
 
+    replicas = {name: col([rep.stats[name] for rep in reps], np.int64) for name in reps[0].stats}
+    replicas["kv_blocks_in_use_at_end"] = col([kv_capacity_blocks - free(rep) for rep in reps], np.int64)
+    replicas["swapped_at_end"] = col([len(rep.swapped) for rep in reps], np.int64)
+    replicas["busy_s"] = col([rep.busy_s for rep in reps], np.float64)
+    replicas["kv_block_seconds"] = col([rep.kv_block_s for rep in reps], np.float64)
     return {
         "first_token_s": col(first_token, np.float64),
         "completion_s": col(completion, np.float64),
@@ -247,16 +423,8 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
         "generated_tokens": col(generated, np.int32),
         "status": col(status, np.int8),
         "replica": col(replica_of, np.int32),
-        "replicas": {
-            "steps": col([x.steps for x in reps], np.int64),
-            "preemptions": col([x.preemptions for x in reps], np.int64),
-            "prefill_tokens": col([x.prefill_tokens for x in reps], np.int64),
-            "decode_tokens": col([x.decode_tokens for x in reps], np.int64),
-            "busy_s": col([x.busy_s for x in reps], np.float64),
-            "kv_block_seconds": col([x.kv_block_s for x in reps], np.float64),
-            "kv_peak_blocks": col([x.kv_peak for x in reps], np.int64),
-            "kv_blocks_in_use_at_end": col([kv_capacity_blocks - x.free_blocks for x in reps], np.int64),
-        },
+        "prefix_hit_tokens": col(prefix_hit, np.int32),
+        "replicas": replicas,
         "itl_histogram": hist,
         "itl_sum_s": itl["sum"],
         "itl_count": itl["count"],

@@ -29,7 +29,8 @@ def to_text(r: Result) -> str:
         limits.append(f"{wl.num_requests:,} requests")
     lines = [
         f"tokenmill - {r.model_name} ({sc.precision.weights} weights, {sc.precision.kv_dtype} KV) "
-        f"on {sc.plan.tp} x {r.gpu_name} (tp={sc.plan.tp}), scheduler {sc.scheduler.name}",
+        f"on {sc.plan.tp} x {r.gpu_name} (tp={sc.plan.tp})",
+        f"scheduler  {_policy_line(r)}",
         f"workload   Poisson {wl.arrival_rate:g} req/s for {' or '.join(limits)}; prompt lognormal "
         f"mean {wl.prompt.mean:g} (sigma {wl.prompt.sigma:g}), output lognormal mean "
         f"{wl.output.mean:g} (sigma {wl.output.sigma:g}); seed {sc.seed}",
@@ -48,7 +49,10 @@ def to_text(r: Result) -> str:
         f"KV cache   {r.memory.kv_capacity_blocks:,} blocks of {r.memory.kv_block_size} tokens "
         f"({r.memory.kv_capacity_tokens:,} tokens); mean use {100 * r.kv_mean_utilization:.1f}%, "
         f"peak {100 * r.kv_peak_utilization:.1f}%",
-        f"preemptions {r.preemptions:,}",
+        f"preemption {r.preemptions:,} preemptions ({r.policy.preemption}), "
+        f"{r.recomputed_tokens:,} prompt tokens recomputed, "
+        f"{r.swapped_out_bytes / 1e9:,.2f} GB swapped out"
+        + (f"; prefix cache hit rate {100 * r.prefix_hit_rate:.1f}%" if r.policy.prefix_caching else ""),
         f"simulation {r.events:,} events, {r.steps:,} steps; wall time {r.wall_time_s * 1e3:,.1f} ms "
         f"(core {r.core_wall_time_s * 1e3:,.1f} ms)",
     ]
@@ -58,7 +62,7 @@ def to_text(r: Result) -> str:
                      f"simulation stopped at {r.duration_s:g} s; latencies cover finished ones only")
     if r.num_rejected_token_budget:
         notes.append(f"{r.num_rejected_token_budget:,} requests were rejected: a prompt needs more "
-                     f"tokens than max_batch_tokens = {sc.scheduler.max_batch_tokens:,} in one step")
+                     f"tokens than max_batch_tokens = {r.policy.max_batch_tokens:,} in one step")
     if r.num_rejected_kv_capacity:
         notes.append(f"{r.num_rejected_kv_capacity:,} requests were rejected: they need more KV "
                      "cache than the replica has")
@@ -69,6 +73,16 @@ def to_text(r: Result) -> str:
         lines.append("")
         lines.extend(f"note: {n}" for n in notes)
     return "\n".join(lines) + "\n"
+
+
+def _policy_line(r: Result) -> str:
+    p = r.policy
+    parts = [p.name, f"budget {p.max_batch_tokens:,} tokens/step", f"max {p.max_num_seqs:,} seqs",
+             "chunked prefill" if p.chunked_prefill else "whole-prompt prefill",
+             f"prefix caching {'on' if p.prefix_caching else 'off'}"]
+    if p.priority_scheduling:
+        parts.append("priority scheduling")
+    return ", ".join(parts)
 
 
 def to_json(r: Result) -> str:

@@ -14,6 +14,7 @@ from ._version import __version__
 from .costmodel import CostCoefficients
 from .memory import MemoryFit
 from .metrics import LatencyStats
+from .policy import ResolvedPolicy
 from .scenario import Scenario
 
 STATUS_NAMES = {
@@ -23,6 +24,7 @@ STATUS_NAMES = {
     _core.STATUS_FINISHED: "finished",
     _core.STATUS_REJECTED_BUDGET: "rejected_token_budget",
     _core.STATUS_REJECTED_KV: "rejected_kv_capacity",
+    _core.STATUS_SWAPPED: "swapped",
 }
 
 
@@ -38,6 +40,7 @@ class RequestRecords:
     completion_s: np.ndarray
     generated_tokens: np.ndarray
     preemptions: np.ndarray
+    prefix_hit_tokens: np.ndarray
     status: np.ndarray
     replica: np.ndarray
 
@@ -83,6 +86,7 @@ class Result:
     scenario: Scenario
     model_name: str
     gpu_name: str
+    policy: ResolvedPolicy
     memory: MemoryFit
     cost: CostCoefficients
     requests: RequestRecords
@@ -104,6 +108,10 @@ class Result:
     kv_peak_utilization: float
     kv_peak_blocks: int
     preemptions: int
+    recomputed_tokens: int
+    swapped_out_bytes: float
+    prefix_hit_rate: float
+    max_step_tokens: int
     steps: int
     events: int
     prefill_tokens_computed: int
@@ -149,7 +157,14 @@ class Result:
                 "peak_utilization": self.kv_peak_utilization,
                 "peak_blocks": self.kv_peak_blocks,
             },
-            "preemptions": self.preemptions,
+            "scheduler": {
+                **self.policy.to_dict(),
+                "preemptions": self.preemptions,
+                "recomputed_tokens": self.recomputed_tokens,
+                "swapped_out_bytes": self.swapped_out_bytes,
+                "prefix_hit_rate": self.prefix_hit_rate,
+                "max_step_tokens": self.max_step_tokens,
+            },
             "memory": self.memory.to_dict(),
             "simulation": {
                 "events": self.events,

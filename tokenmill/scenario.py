@@ -18,7 +18,10 @@ from .catalogue import find_gpu, find_model
 from .hardware import Dtype, Hardware
 
 # Accepted scheduler names and the policy each one selects.
-SCHEDULER_ALIASES = {"orca": "orca", "continuous-batch": "orca"}
+SCHEDULER_ALIASES = {
+    "orca": "orca", "continuous-batch": "orca", "vllm": "vllm", "sarathi": "sarathi",
+    "chunked-prefill": "sarathi", "static": "static",
+}
 
 
 class Precision(StrictModel):
@@ -53,17 +56,22 @@ class Plan(StrictModel):
 
 
 class SchedulerPolicy(StrictModel):
-    """How a replica picks the requests of each batch step."""
+    """How a replica picks the requests of each batch step (rules: docs/schedulers.md).
 
-    name: Literal["orca"] = Field(
+    Limits left as None take the policy's own defaults (see tokenmill.policy), which for
+    'vllm' depend on the chip, as in vLLM itself."""
+
+    name: Literal["orca", "vllm", "sarathi", "static"] = Field(
         default="orca",
-        description="Batching policy. 'orca' (also accepted as 'continuous-batch', the original "
-        "tokenmill's name): iteration-level batching with whole-prompt prefill.")
-    max_batch_tokens: PositiveInt = Field(
-        default=8192, description="Token budget of one step: decodes plus prompt tokens "
-        "(vLLM's max_num_batched_tokens; the original tokenmill's default 8192).")
-    max_num_seqs: PositiveInt = Field(
-        default=256, description="Most requests running at once (vLLM's max_num_seqs default).")
+        description="'orca' (also 'continuous-batch'): iteration-level batching, whole prompts; "
+        "'vllm': vLLM V1's scheduler (running first, chunked prefill, prefix caching); "
+        "'sarathi' (also 'chunked-prefill'): stall-free batching with a small token budget; "
+        "'static': request-level batching.")
+    max_batch_tokens: Optional[PositiveInt] = Field(
+        default=None, description="Token budget of one step, decodes included (vLLM's "
+        "max_num_batched_tokens; Sarathi's chunk size). None: the policy's default.")
+    max_num_seqs: Optional[PositiveInt] = Field(
+        default=None, description="Most requests running at once. None: the policy's default.")
     kv_block_size: PositiveInt = Field(
         default=16, description="Tokens per paged KV block (vLLM's default block size).")
     gpu_memory_utilization: float = Field(
@@ -72,6 +80,18 @@ class SchedulerPolicy(StrictModel):
     kv_blocks: Optional[PositiveInt] = Field(
         default=None, description="Override the KV capacity per replica, in blocks "
         "(None: derived from memory).")
+    priority_scheduling: bool = Field(
+        default=False, description="Serve waiting requests by (priority, arrival) and preempt "
+        "the lowest-priority, latest-arriving running request (vLLM's 'priority' policy).")
+    preemption: Literal["recompute", "swap"] = Field(
+        default="recompute", description="What preemption does with the victim's KV: free it "
+        "and prefill again later (vLLM V1), or copy it to host memory and back (vLLM V0 swap).")
+    swap_space_gib: float = Field(
+        default=4.0, ge=0.0, description="Host memory per chip for swapped-out KV, GiB "
+        "(vLLM V0's default swap_space).")
+    prefix_caching: Optional[bool] = Field(
+        default=None, description="Reuse cached KV blocks of shared prompt prefixes. None: on "
+        "for 'vllm' (its V1 default), off otherwise.")
 
     @field_validator("name", mode="before")
     @classmethod
@@ -84,9 +104,8 @@ class SchedulerPolicy(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> "SchedulerPolicy":
-        if self.max_batch_tokens < self.max_num_seqs:
-            raise ValueError(f"max_batch_tokens ({self.max_batch_tokens}) must be >= max_num_seqs "
-                             f"({self.max_num_seqs}) so that every running request can decode")
+        if self.name == "static" and self.prefix_caching:
+            raise ValueError("prefix_caching is not modelled with request-level (static) batching")
         return self
 
 
@@ -193,6 +212,9 @@ class Scenario(StrictModel):
         hw = self.hardware()
         if self.precision.compute_dtype == "fp8" and hw.fp8_tflops is None:
             raise ValueError(f"precision.activations = 'fp8' but {hw.name} has no FP8 tensor cores")
+        from .policy import resolve_policy  # needs the chip: vLLM's defaults depend on it
+
+        resolve_policy(self.scheduler, hw)
         if self.plan.tp > hw.scale_up_domain:
             raise ValueError(f"plan.tp = {self.plan.tp} exceeds {hw.name}'s scale-up domain of "
                              f"{hw.scale_up_domain} chips; tensor parallelism across nodes is "
