@@ -537,6 +537,22 @@ cdef int admit_waiting(Sim* s, Replica* rep, double now, int64_t budget, int64_t
     return 0
 
 
+cdef int unswap(Sim* s, Replica* rep) noexcept nogil:
+    """Turn the oldest swapped-out request into one waiting to be recomputed."""
+    cdef int32_t i = fifo_pop(s, &rep.swap_head, &rep.swap_tail)
+    cdef int64_t j, off = s.pfx_off[i] if s.caching else 0
+    rep.n_swapped -= 1
+    rep.swap_used -= private_blocks(s, i, s.prompt[i] + s.generated[i] - 1)
+    for j in range(s.n_shared[i] - 1, -1, -1):
+        prefix_unref(&rep.cache, prefix_find(&rep.cache, s.pfx_ids[off + j]))
+    s.n_shared[i] = 0
+    s.share_closed[i] = 0
+    s.computed[i] = 0
+    s.target[i] = 0
+    s.status[i] = ST_WAITING
+    return wait_add(s, rep, i, True)
+
+
 cdef int swap_in(Sim* s, Replica* rep, int64_t step, int64_t* budget) noexcept nogil:
     """Bring swapped-out requests back (oldest first) to decode in this step."""
     cdef int32_t i
@@ -567,7 +583,7 @@ cdef int start_step(Sim* s, int64_t r, double now) noexcept nogil:
     cdef Replica* rep = &s.reps[r]
     cdef int64_t step = rep.step
     cdef int64_t bucket = pos_mod(-step, s.block_size)
-    cdef bint preempted = False, was_empty = rep.n_running == 0
+    cdef bint preempted = False
     cdef int64_t need, pre_blocks = 0, pre_tokens, budget, k, c, x
     cdef int64_t tokens = 0, pairs = 0, context = 0, longest = 0, logits = 0
     cdef int64_t swapped_before = rep.swap_out_blocks + rep.swap_in_blocks
@@ -605,11 +621,18 @@ cdef int start_step(Sim* s, int64_t r, double now) noexcept nogil:
     # 2. Then swapped-out requests, then waiting ones, unless this step had to preempt (as in
     #    vLLM) or, for request-level batching, a batch is still running.
     budget = s.max_tokens - rep.n_decode - pre_tokens
-    if (not preempted or rep.n_running == 0) and (s.policy != POL_STATIC or was_empty):
-        if rep.swap_head >= 0 and swap_in(s, rep, step, &budget) < 0:
-            return -1
-        if rep.swap_head < 0 and rep.n_waiting > 0:
-            if admit_waiting(s, rep, now, budget, &tokens, &pairs, &context, &longest) < 0:
+    if (not preempted or rep.n_running == 0) and (s.policy != POL_STATIC or rep.n_running == 0):
+        while True:
+            if rep.swap_head >= 0 and swap_in(s, rep, step, &budget) < 0:
+                return -1
+            if rep.swap_head < 0 and rep.n_waiting > 0:
+                if admit_waiting(s, rep, now, budget, &tokens, &pairs, &context, &longest) < 0:
+                    return -1
+            if rep.n_running > 0 or rep.swap_head < 0:
+                break
+            # Nothing runs, yet the oldest swapped request cannot come back (shared prefix
+            # blocks pinned by other swapped requests fill the cache): recompute it instead.
+            if unswap(s, rep) < 0:
                 return -1
 
     if rep.n_pre == 0 and rep.n_decode == 0:

@@ -72,8 +72,13 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
                        swap_seconds_per_block: float = 0.0,
                        prefix_offsets: Optional[np.ndarray] = None,
                        prefix_ids: Optional[np.ndarray] = None, prefix_granule_tokens: int = 0,
-                       prefix_caching: bool = False, stop_time_s: float = math.inf) -> dict:
-    """Same inputs and outputs as tokenmill._core.run (cost as coefficients, not an array)."""
+                       prefix_caching: bool = False, stop_time_s: float = math.inf,
+                       check_invariants: bool = False) -> dict:
+    """Same inputs and outputs as tokenmill._core.run (cost as coefficients, not an array).
+
+    With check_invariants, every step asserts that no request is in two places at once, that
+    every KV block is accounted for exactly once, and that the step respects the token budget
+    and the sequence limit."""
     n = len(arrival_s)
     B = block_size
     arrival = [float(x) for x in arrival_s]
@@ -175,7 +180,6 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
     def start_step(r: int, now: float) -> None:
         nonlocal seq
         rep = reps[r]
-        was_empty = not rep.running
         swaps_before = rep.stats["swap_out_blocks"] + rep.stats["swap_in_blocks"]
         preempted = False
 
@@ -223,7 +227,8 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
         swapins: list[int] = []
 
         budget = max_batch_tokens - len(decodes) - pre_tokens
-        if (not preempted or not rep.running) and (policy != STATIC or was_empty):
+        admitting = (not preempted or not rep.running) and (policy != STATIC or not rep.running)
+        while admitting:
             while rep.swapped and len(rep.running) < max_num_seqs and budget > 0:
                 i = rep.swapped[0]
                 need = _ceil_div(prompt[i] + generated[i], B) - shared[i] * gb
@@ -293,6 +298,23 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
                 context += hit
                 longest = max(longest, c)
                 budget -= c
+            if rep.running or not rep.swapped:
+                break
+            # nothing runs and the oldest swapped request cannot come back: recompute it
+            v = rep.swapped.pop(0)
+            rep.swap_used -= host[v]
+            host[v] = 0
+            for j in reversed(range(shared[v])):
+                pid = ids_of[v][j]
+                rep.refs[pid] -= 1
+                if rep.refs[pid] == 0:
+                    rep.evictable[pid] = True
+            shared[v] = 0
+            closed[v] = False
+            computed[v] = 0
+            target[v] = 0
+            status[v] = WAITING
+            requeue(rep, v)
 
         all_decodes = decodes + swapins
         if not prefills and not all_decodes:
@@ -324,8 +346,27 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
         st["kv_peak_blocks"] = max(st["kv_peak_blocks"], rep.step_blocks)
         rep.busy_s += dur
         rep.kv_block_s += rep.step_blocks * dur
+        if check_invariants:
+            check(rep, tokens + len(all_decodes))
         heapq.heappush(events, (now + dur, seq, r))
         seq += 1
+
+    def check(rep: _Replica, step_tokens: int) -> None:
+        run, wait, swap = set(rep.running), set(rep.waiting), set(rep.swapped)
+        assert len(run) == len(rep.running) and len(wait) == len(rep.waiting)
+        assert not (run & wait) and not (run & swap) and not (wait & swap), "request in two queues"
+        assert all(status[i] == RUNNING for i in run) and all(status[i] == WAITING for i in wait)
+        assert all(status[i] == SWAPPED for i in swap)
+        referenced = sum(1 for pid, refs in rep.refs.items() if refs > 0)
+        assert len(rep.evictable) == len(rep.refs) - referenced
+        used = sum(private[i] for i in run) + referenced * gb
+        assert used + free(rep) == kv_capacity_blocks, "KV blocks leaked or double counted"
+        assert 0 <= rep.empty and used <= kv_capacity_blocks
+        assert rep.swap_used == sum(host[i] for i in swap) <= max(swap_capacity_blocks, 0)
+        for i in run:  # each running request holds exactly the blocks its KV needs
+            tokens = computed[i] + chunk[i] if not decoding(i) else prompt[i] + generated[i]
+            assert private[i] + shared[i] * gb == _ceil_div(tokens, B), "wrong block count"
+        assert step_tokens <= max_batch_tokens and len(run) <= max_num_seqs
 
     def finish(rep: _Replica, i: int, now: float) -> None:
         rep.running.remove(i)
