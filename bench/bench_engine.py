@@ -1,8 +1,11 @@
 """Speed of the simulator: wall time, requests/s, events/s and peak memory per case.
 
-Cases (default model and chip, iteration-level batching, seed 42):
-  * 10k, 100k and 1M requests arriving at 20 req/s;
-  * an overloaded replica: arrivals at 3x the rate it can serve (measured first with an
+Cases (default model and chip, seed 42):
+  * orca (iteration-level batching): 10k, 100k and 1M requests arriving at 20 req/s;
+  * vllm, sarathi and static: 1M requests at 20 req/s (static cannot keep up with that rate:
+    its queue grows without bound, which is the point of the baseline, and it runs ~5x the
+    steps per request);
+  * an overloaded orca replica: arrivals at 3x the rate it can serve (measured first with an
     offline run), 25k, 50k and 100k arrivals, to show the cost grows linearly with arrivals.
 
 Each case runs in a fresh process (so peak RSS is its own) `--repeat` times; the table shows
@@ -23,10 +26,11 @@ import sys
 import time
 
 
-def one_case(num_requests: int, rate: float) -> dict:
+def one_case(num_requests: int, rate: float, scheduler: str) -> dict:
     import tokenmill as tm  # imported before the clock starts
 
-    scenario = tm.Scenario(workload=tm.Workload(arrival_rate=rate, num_requests=num_requests))
+    scenario = tm.Scenario(scheduler=tm.SchedulerPolicy(name=scheduler),
+                           workload=tm.Workload(arrival_rate=rate, num_requests=num_requests))
     started = time.perf_counter()
     result = tm.simulate(scenario)
     wall = time.perf_counter() - started
@@ -43,9 +47,9 @@ def one_case(num_requests: int, rate: float) -> dict:
     }
 
 
-def run_in_child(num_requests: int, rate: float) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", str(num_requests), str(rate)],
-                         capture_output=True, text=True, check=True)
+def run_in_child(num_requests: int, rate: float, scheduler: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", str(num_requests), str(rate),
+                          scheduler], capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
 
 
@@ -61,32 +65,33 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="skip the 1M-request case")
-    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(one_case(int(args.child[0]), float(args.child[1]))))
+        print(json.dumps(one_case(int(args.child[0]), float(args.child[1]), args.child[2])))
         return
 
     cap = capacity_req_per_s()
-    cases = [("20 req/s", 10_000, 20.0), ("20 req/s", 100_000, 20.0)]
+    cases = [("orca 20 req/s", 10_000, 20.0, "orca"), ("orca 20 req/s", 100_000, 20.0, "orca")]
     if not args.quick:
-        cases.append(("20 req/s", 1_000_000, 20.0))
+        cases.append(("orca 20 req/s", 1_000_000, 20.0, "orca"))
+        cases += [(f"{name} 20 req/s", 1_000_000, 20.0, name) for name in ("vllm", "sarathi", "static")]
     over = 3.0 * cap
-    cases += [(f"overload {over:.0f} req/s", n, over) for n in (25_000, 50_000, 100_000)]
+    cases += [(f"orca overload {over:.0f}/s", n, over, "orca") for n in (25_000, 50_000, 100_000)]
 
-    print(f"tokenmill bench: llama-3.1-8b on h100, orca; replica capacity ~{cap:.1f} req/s "
+    print(f"tokenmill bench: llama-3.1-8b on h100; orca replica capacity ~{cap:.1f} req/s "
           f"(offline run); median of {args.repeat}")
-    header = (f"{'case':<22}{'requests':>10}{'simulate s':>12}{'core s':>9}{'req/s':>12}"
+    header = (f"{'case':<24}{'requests':>10}{'simulate s':>12}{'core s':>9}{'req/s':>12}"
               f"{'events/s':>13}{'us/arrival':>12}{'peak MB':>9}{'preempt':>9}")
     print(header)
     print("-" * len(header))
-    for label, n, rate in cases:
-        runs = [run_in_child(n, rate) for _ in range(args.repeat)]
+    for label, n, rate, scheduler in cases:
+        runs = [run_in_child(n, rate, scheduler) for _ in range(args.repeat)]
         wall = statistics.median(r["wall_s"] for r in runs)
         core = statistics.median(r["core_s"] for r in runs)
         rss = max(r["peak_rss_mb"] for r in runs)
         ev = runs[0]["events"]
-        print(f"{label:<22}{n:>10,}{wall:>12.3f}{core:>9.3f}{n / wall:>12,.0f}{ev / wall:>13,.0f}"
+        print(f"{label:<24}{n:>10,}{wall:>12.3f}{core:>9.3f}{n / wall:>12,.0f}{ev / wall:>13,.0f}"
               f"{wall / n * 1e6:>12.2f}{rss:>9.0f}{runs[0]['preemptions']:>9,}")
 
 

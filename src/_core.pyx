@@ -579,7 +579,8 @@ cdef int swap_in(Sim* s, Replica* rep, int64_t step, int64_t* budget) noexcept n
 
 
 cdef int start_step(Sim* s, int64_t r, double now) noexcept nogil:
-    """Select and price the next step of replica r; returns -1 only when memory runs out."""
+    """Select and price the next step of replica r (it ends at now + rep.step_dur; the replica
+    stays idle if there is nothing to run). Returns -1 only when memory runs out."""
     cdef Replica* rep = &s.reps[r]
     cdef int64_t step = rep.step
     cdef int64_t bucket = pos_mod(-step, s.block_size)
@@ -668,7 +669,7 @@ cdef int start_step(Sim* s, int64_t r, double now) noexcept nogil:
     rep.kv_block_s += rep.step_blocks * dur
     if rep.step_blocks > rep.kv_peak:
         rep.kv_peak = rep.step_blocks
-    return heap_push(&s.events, now + dur, EV_STEP_END, <int32_t> r)
+    return 0
 
 
 cdef inline void finish(Sim* s, Replica* rep, int32_t i, double now) noexcept nogil:
@@ -739,7 +740,7 @@ cdef int end_step(Sim* s, int64_t r, double now) noexcept nogil:
 
 cdef int event_loop(Sim* s, double stop_time, double* end_time) noexcept nogil:
     cdef int64_t cursor = 0, r
-    cdef double now = 0.0, t_arrival, t_event
+    cdef double now = 0.0, t_arrival, t_event, t, t_end
     cdef Event ev
     cdef int32_t i
     cdef Replica* rep
@@ -772,15 +773,35 @@ cdef int event_loop(Sim* s, double stop_time, double* end_time) noexcept nogil:
             mark_dirty(s, r)
             cursor += 1
         # ...and then each idle replica with news picks its next step.
+        if now > end_time[0]:
+            end_time[0] = now
         while s.n_dirty > 0:
             s.n_dirty -= 1
             r = s.dirty_stack[s.n_dirty]
             rep = &s.reps[r]
             rep.dirty = False
-            if not rep.busy:
-                if start_step(s, r, now) < 0:
+            t = now
+            while not rep.busy:
+                if start_step(s, r, t) < 0:
                     return -1
-        end_time[0] = now
+                if not rep.busy:
+                    break
+                t_end = t + rep.step_dur
+                # When nothing else can happen before this step ends (no other replica to
+                # schedule now, no arrival, no other event, not past the stop), go straight
+                # to its end instead of through the event queue: the order of events is the
+                # same, and long runs of steps cost no queue operations.
+                if (s.n_dirty > 0 or t_end > stop_time
+                        or (cursor < s.n and s.arrival[cursor] <= t_end)
+                        or (s.events.size > 0 and s.events.data[0].time <= t_end)):
+                    if heap_push(&s.events, t_end, EV_STEP_END, <int32_t> r) < 0:
+                        return -1
+                    break
+                s.events_processed += 1
+                if end_step(s, r, t_end) < 0:
+                    return -1
+                t = t_end
+                end_time[0] = t
     return 0
 
 
