@@ -15,6 +15,7 @@ import numpy as np
 
 from . import _core
 from .costmodel import coefficients
+from .errors import ConfigError
 from .memory import plan_memory
 from .metrics import LatencyStats, itl_stats
 from .result import RequestRecords, Result
@@ -30,6 +31,10 @@ def simulate(scenario: Optional[Scenario] = None, *,
     model = scenario.model_arch()
     hw = scenario.hardware()
     tp = scenario.plan.tp
+    if scenario.plan.pp > 1 or scenario.plan.ep > 1:
+        raise ConfigError(f"plan.pp = {scenario.plan.pp}, plan.ep = {scenario.plan.ep}: pipeline and "
+                          "expert parallelism are not simulated yet (only tp is); `tokenmill info` "
+                          "reports their memory fit")
     policy = scenario.scheduler
     fit = plan_memory(model, hw, scenario.precision, tp, policy)
     coeffs = coefficients(model, hw, scenario.precision, tp, scenario.cost)
