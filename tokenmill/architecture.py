@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import re
+from decimal import Decimal
 from typing import Literal, Optional
 
 from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
@@ -49,7 +50,7 @@ def parse_count(text: str) -> tuple[float, int]:
     if not m:
         raise ValueError(f"parameter count {text!r} must look like '8.03B' or '1.04T'")
     digits = len(m.group(1).replace(".", "").lstrip("0")) or 1
-    return float(m.group(1)) * _SCALE[m.group(2)], digits
+    return float(Decimal(m.group(1)) * Decimal(int(_SCALE[m.group(2)]))), digits
 
 
 def agrees_with_published(computed: float, stated: str, rel: float = 0.01) -> bool:
