@@ -198,3 +198,13 @@ def test_user_model_files(tmp_path) -> None:
 def test_quantised_names_resolve_to_their_base_model() -> None:
     assert find_model("llama-70b-fp8") is find_model("llama-3.1-70b")
     assert find_model("kimi-k2-nvfp4-sparse") is find_model("kimi-k2")
+
+
+def test_every_new_config_field_is_described() -> None:
+    from tokenmill.architecture import PublishedSize
+    from tokenmill.precision import Precision
+    from tokenmill.systems import Fabric, System
+
+    for model in (System, Fabric, PublishedSize, Precision):
+        for name, field in model.model_fields.items():
+            assert field.description, f"{model.__name__}.{name} has no description"

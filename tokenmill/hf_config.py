@@ -78,7 +78,7 @@ def _layer_attention(c: dict[str, Any], num_layers: int, mtype: str,
     window = c.get("sliding_window")
     chunk = c.get("attention_chunk_size")
     if isinstance(c.get("layer_types"), list):
-        kinds = []
+        kinds: list[AttentionKind] = []
         for t in c["layer_types"]:
             if t not in _LAYER_TYPES:
                 raise _refuse(name, f"layer_types holds {t!r} layers (known: "
@@ -100,9 +100,12 @@ def _layer_attention(c: dict[str, Any], num_layers: int, mtype: str,
         if not c["use_sliding_window"] or not window:
             return (), None, None
         first = int(c.get("max_window_layers") or 0)
-        return tuple("sliding" if i >= first else "full" for i in range(num_layers)), int(window), None
+        slide: AttentionKind = "sliding"
+        full: AttentionKind = "full"
+        return tuple(slide if i >= first else full for i in range(num_layers)), int(window), None
     if window and (not c.get("max_position_embeddings") or window < c["max_position_embeddings"]):
-        return ("sliding",) * num_layers, int(window), None
+        slide_all: AttentionKind = "sliding"
+        return (slide_all,) * num_layers, int(window), None
     return (), None, None
 
 
