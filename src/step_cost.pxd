@@ -82,7 +82,9 @@ cdef inline double step_seconds(const CostCoeffs* c, const StepShape* s) noexcep
     cdef double window_cap = c.window_tokens * tokens
     cdef double pairs = s.prefill_pairs + s.decode_context
     cdef double context = s.decode_context + s.prefill_context + s.prefill_tokens
-    cdef double experts = c.num_experts * (1.0 - pow(c.expert_miss, tokens))
+    cdef double experts = 0.0
+    if c.num_experts > 0.0:  # dense models skip the pow() call; the result is 0 either way
+        experts = c.num_experts * (1.0 - pow(c.expert_miss, tokens))
     cdef double flops = (c.flops_per_token * tokens
                          + c.flops_per_logit * s.logit_tokens
                          + c.flops_per_attn_pair * pairs

@@ -126,7 +126,9 @@ def step_seconds(c: CostCoefficients, s: StepShape) -> float:
     window_cap = c.window_tokens * tokens
     pairs = s.prefill_pairs + s.decode_context
     context = s.decode_context + s.prefill_context + s.prefill_tokens
-    experts = c.num_experts * (1.0 - math.pow(c.expert_miss, tokens))
+    experts = 0.0
+    if c.num_experts > 0.0:  # as in the kernel: dense models skip the pow() call
+        experts = c.num_experts * (1.0 - math.pow(c.expert_miss, tokens))
     flops = (c.flops_per_token * tokens
              + c.flops_per_logit * s.logit_tokens
              + c.flops_per_attn_pair * pairs
