@@ -81,7 +81,9 @@ PREEMPT_SWAP = PRE_SWAP
 COST_FIELDS = (
     "overhead_s", "flops_per_token", "flops_per_logit", "flops_per_attn_pair", "flops_per_s",
     "weight_bytes", "kv_bytes_per_token", "act_bytes_per_token", "bytes_per_s",
-    "comm_fixed_s", "comm_per_token_s",
+    "comm_fixed_s", "comm_per_token_s", "expert_bytes", "num_experts", "expert_miss",
+    "flops_per_decode_pair_extra", "flops_per_window_pair", "kv_window_bytes_per_token",
+    "window_tokens",
 )
 assert len(COST_FIELDS) == COST_NFIELDS
 
@@ -1083,6 +1085,13 @@ cdef void _load_cost(CostCoeffs* c, const double[::1] v) noexcept:
     c.bytes_per_s = v[8]
     c.comm_fixed_s = v[9]
     c.comm_per_token_s = v[10]
+    c.expert_bytes = v[11]
+    c.num_experts = v[12]
+    c.expert_miss = v[13]
+    c.flops_per_decode_pair_extra = v[14]
+    c.flops_per_window_pair = v[15]
+    c.kv_window_bytes_per_token = v[16]
+    c.window_tokens = v[17]
 
 
 def _check_inputs(const double[::1] arrival_s, const int32_t[::1] prompt_tokens,

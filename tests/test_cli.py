@@ -90,8 +90,8 @@ def test_config_file_with_flag_override(tmp_path, capsys) -> None:
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["--model", "gpt-17"], "unknown model 'gpt-17'; known models: llama-3.1-8b"),
-    (["--gpu", "h900"], "unknown gpu 'h900'; known gpus: h100"),
+    (["--model", "gpt-17"], "unknown model 'gpt-17'; known models: "),
+    (["--gpu", "h900"], "unknown gpu 'h900'; known gpus: "),
     (["--arrival-rate", "-1"], "workload.arrival_rate: Input should be greater than 0"),
     (["--duration", "0"], "workload.duration_s: Input should be greater than 0"),
     (["--tp", "3"], "plan.tp = 3 does not divide"),

@@ -7,9 +7,12 @@
 
 from ._version import __version__
 from .architecture import ModelArch
+from .catalogue import find_fabric, find_gpu, find_model, find_system
 from .engine import simulate
 from .errors import CapacityError, ConfigError, TokenmillError
 from .hardware import Hardware
+from .memory import MemoryFit, memory_fit
+from .model_card import model_card
 from .result import RequestRecords, Result
 from .scenario import (
     CostModelParams,
@@ -20,6 +23,7 @@ from .scenario import (
     SchedulerPolicy,
     Workload,
 )
+from .systems import Fabric, System
 from .workload import WorkloadArrays
 
 __all__ = [
@@ -27,8 +31,10 @@ __all__ = [
     "CapacityError",
     "ConfigError",
     "CostModelParams",
+    "Fabric",
     "Hardware",
     "LengthDistribution",
+    "MemoryFit",
     "ModelArch",
     "Plan",
     "Precision",
@@ -36,8 +42,15 @@ __all__ = [
     "Result",
     "Scenario",
     "SchedulerPolicy",
+    "System",
     "TokenmillError",
     "Workload",
     "WorkloadArrays",
+    "find_fabric",
+    "find_gpu",
+    "find_model",
+    "find_system",
+    "memory_fit",
+    "model_card",
     "simulate",
 ]

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from ._validation import describe_validation_error
 from ._version import __version__
+from . import cli_catalogue
 from .catalogue import tomllib
 from .engine import simulate
 from .errors import ConfigError
@@ -54,6 +55,7 @@ FLAG_FIELDS: dict[str, tuple[str, ...]] = {
     "kv_cache": ("precision", "kv_cache"),
     "activations": ("precision", "activations"),
     "step_overhead_ms": ("cost", "step_overhead_ms"),
+    **cli_catalogue.CATALOGUE_FLAG_FIELDS,
 }
 
 
@@ -82,9 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", help="model preset, alias, or path to a Hugging Face config.json (default llama-3.1-8b)")
     g.add_argument("--gpu", help="chip preset or alias, or a chip TOML/JSON file (default h100)")
     g.add_argument("--tp", type=whole, help="tensor-parallel degree (default 1)")
-    g.add_argument("--weights", help="weight format: bf16, fp16 or fp8 (default bf16)")
-    g.add_argument("--activations", help="activation format: bf16, fp16 or fp8 (default bf16)")
-    g.add_argument("--kv-cache", help="KV-cache format: bf16, fp16 or fp8 (default: activations')")
+    g.add_argument("--weights", help=cli_catalogue.PRECISION_HELP["weights"])
+    g.add_argument("--activations", help=cli_catalogue.PRECISION_HELP["activations"])
+    g.add_argument("--kv-cache", help=cli_catalogue.PRECISION_HELP["kv_cache"])
+    cli_catalogue.add_run_flags(g, whole)
     g.add_argument("--seed", type=whole, help="random seed (default 42)")
     g = run.add_argument_group("scheduler")
     g.add_argument("--scheduler", help="orca (alias continuous-batch), vllm, sarathi (alias "
@@ -116,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "report what is unfinished (default: run until drained)")
     g = run.add_argument_group("output")
     g.add_argument("--output", choices=sorted(RENDERERS), default="text", help="format (default text)")
+    cli_catalogue.add_commands(sub, whole, real)
     return parser
 
 
@@ -157,6 +161,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_BAD_INPUT
+    done = cli_catalogue.run_command(args)
+    if done is not None:
+        return done
     try:
         scenario = scenario_from_args(args)
         result = simulate(scenario)

@@ -33,6 +33,10 @@ def simulate(scenario: Optional[Scenario] = None, *,
     model = scenario.model_arch()
     hw = scenario.hardware()
     tp = scenario.plan.tp
+    if scenario.plan.pp > 1 or scenario.plan.ep > 1:
+        raise ConfigError(f"plan.pp = {scenario.plan.pp}, plan.ep = {scenario.plan.ep}: pipeline and "
+                          "expert parallelism are not simulated yet (only tp is); `tokenmill info` "
+                          "reports their memory fit")
     policy = resolve_policy(scenario.scheduler, hw)
     fit = plan_memory(model, hw, scenario.precision, tp, scenario.scheduler)
     coeffs = coefficients(model, hw, scenario.precision, tp, scenario.cost)

@@ -10,6 +10,7 @@ from ._validation import NameTuple, StrictModel
 
 GIB = 1024**3
 
+# Kept for the foundation's callers; tokenmill.precision holds the full set of formats.
 Dtype = Literal["bf16", "fp16", "fp8"]
 
 
@@ -60,15 +61,25 @@ class Hardware(StrictModel):
     def memory_bytes(self) -> float:
         return self.memory_gib * GIB
 
-    def dense_flops(self, dtype: Dtype) -> float:
+    def tier_tflops(self, tier: str) -> Optional[float]:
+        """Dense peak of one tensor-core tier (bf16, fp16, fp8, int8, fp4); None if the chip
+        has no such tier. FP16 falls back to the BF16 rate where only that is published."""
+        if tier == "fp16":
+            return self.fp16_tflops if self.fp16_tflops is not None else self.bf16_tflops
+        return {"bf16": self.bf16_tflops, "fp8": self.fp8_tflops, "int8": self.int8_tops,
+                "fp4": self.fp4_tflops}[tier]
+
+    def compute_tiers(self) -> list[str]:
+        """The tensor-core tiers this chip has a dense peak for."""
+        return [t for t in ("bf16", "fp16", "fp8", "int8", "fp4") if self.tier_tflops(t) is not None]
+
+    def dense_flops(self, dtype: str) -> float:
         """Peak dense FLOP/s of the tensor cores for matmuls in `dtype`."""
-        if dtype == "fp8":
-            if self.fp8_tflops is None:
-                raise ValueError(f"{self.name} has no FP8 tensor cores")
-            return self.fp8_tflops * 1e12
-        if dtype == "fp16" and self.fp16_tflops is not None:
-            return self.fp16_tflops * 1e12
-        return self.bf16_tflops * 1e12
+        tflops = self.tier_tflops(dtype)
+        if tflops is None:
+            raise ValueError(f"{self.name} has no {dtype.upper()} tensor cores; its tiers: "
+                             f"{', '.join(self.compute_tiers())}")
+        return tflops * 1e12
 
     def scale_up_bytes_per_s_per_direction(self) -> float:
         return self.scale_up_bandwidth_gbps * 1e9 / 2.0

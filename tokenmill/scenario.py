@@ -14,8 +14,9 @@ from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_v
 
 from ._validation import StrictModel
 from .architecture import ModelArch
-from .catalogue import find_gpu, find_model
-from .hardware import Dtype, Hardware
+from .catalogue import find_gpu, find_model, find_system
+from .hardware import Hardware
+from .precision import Precision, split_variant
 
 # Accepted scheduler names and the policy each one selects.
 SCHEDULER_ALIASES = {
@@ -24,35 +25,16 @@ SCHEDULER_ALIASES = {
 }
 
 
-class Precision(StrictModel):
-    """Number formats of the weights, the activations and the KV cache."""
-
-    weights: Dtype = Field(default="bf16", description="Format of the matmul weights.")
-    activations: Dtype = Field(
-        default="bf16", description="Format matmuls compute in; fp8 needs fp8 weights too.")
-    kv_cache: Optional[Dtype] = Field(
-        default=None, description="Format of the KV cache; None means the activations' format "
-        "(a weight-only quantised model keeps a 16-bit cache, as vLLM does by default).")
-
-    @model_validator(mode="after")
-    def _check(self) -> "Precision":
-        if self.activations == "fp8" and self.weights != "fp8":
-            raise ValueError("activations = 'fp8' needs weights = 'fp8' (W8A8)")
-        return self
-
-    @property
-    def kv_dtype(self) -> Dtype:
-        return self.kv_cache or ("bf16" if self.activations == "fp8" else self.activations)
-
-    @property
-    def compute_dtype(self) -> Dtype:
-        return "fp8" if self.activations == "fp8" else self.activations
-
-
 class Plan(StrictModel):
     """How one replica of the model is laid out over chips."""
 
-    tp: PositiveInt = Field(default=1, description="Tensor-parallel degree (chips per replica).")
+    tp: PositiveInt = Field(default=1, description="Tensor-parallel degree (chips per stage).")
+    pp: PositiveInt = Field(
+        default=1, description="Pipeline stages per replica (memory fit only: simulate() refuses "
+        "pp > 1 until pipeline scheduling is modelled).")
+    ep: PositiveInt = Field(
+        default=1, description="Expert-parallel groups inside the tensor-parallel group (must "
+        "divide tp and the experts; memory fit only: simulate() refuses ep > 1 for now).")
 
 
 class SchedulerPolicy(StrictModel):
@@ -179,8 +161,11 @@ class Scenario(StrictModel):
         default="llama-3.1-8b", description="Model preset name or alias, a path to a Hugging "
         "Face config.json, or a ModelArch.")
     gpu: Union[str, Hardware] = Field(
-        default="h100", description="Chip preset name or alias, a path to a chip TOML/JSON, "
+        default="h100", description="Chip preset name or alias, a path to a chip TOML/JSON/YAML, "
         "or a Hardware.")
+    system: Optional[str] = Field(
+        default=None, description="System preset (dgx-h100, gb200-nvl72, ...): selects its chip "
+        "and scale-up domain. None: the chip's own standard domain.")
     precision: Precision = Field(default=Precision(), description="Number formats.")
     plan: Plan = Field(default=Plan(), description="Parallel layout of one replica.")
     scheduler: SchedulerPolicy = Field(default=SchedulerPolicy(), description="Batching policy.")
@@ -190,6 +175,37 @@ class Scenario(StrictModel):
     stop_time_s: Optional[PositiveFloat] = Field(
         default=None, description="Stop the simulation at this time and report what is "
         "unfinished (None: run until every admitted request finishes).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_names(cls, data: object) -> object:
+        """A quantised preset name (llama-70b-fp8) is a model plus a precision; a system names
+        its chip. Explicit precision fields and an explicit gpu win."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        model = data.get("model")
+        variant = split_variant(model) if isinstance(model, str) else None
+        if variant is not None:
+            base, fields = variant
+            given = data.get("precision", {})
+            if isinstance(given, Precision):
+                given = given.model_dump(exclude_unset=True)
+            data["model"] = base
+            data["precision"] = {**fields, **(given if isinstance(given, dict) else {})}
+        system = data.get("system")
+        if isinstance(system, str):
+            chip = find_system(system).chip
+            if "gpu" not in data:
+                data["gpu"] = chip
+        return data
+
+    @field_validator("system")
+    @classmethod
+    def _known_system(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None:
+            find_system(v)
+        return v
 
     @field_validator("model")
     @classmethod
@@ -209,9 +225,22 @@ class Scenario(StrictModel):
     def _consistent(self) -> "Scenario":
         model = self.model_arch()
         model.check_tensor_parallel(self.plan.tp)
+        model.check_expert_parallel(self.plan.tp, self.plan.ep)
+        model.stage_layers(self.plan.pp, 0)
         hw = self.hardware()
-        if self.precision.compute_dtype == "fp8" and hw.fp8_tflops is None:
-            raise ValueError(f"precision.activations = 'fp8' but {hw.name} has no FP8 tensor cores")
+        if self.system is not None:
+            sys_chip = find_system(self.system).chip
+            if find_gpu(sys_chip).name != hw.name:
+                raise ValueError(f"system {self.system!r} is built from {sys_chip}, not {hw.name}; "
+                                 "drop gpu or pick a system of that chip")
+        tier = self.precision.compute_dtype
+        if hw.tier_tflops(tier) is None:
+            raise ValueError(
+                f"precision.activations = {tier!r} needs {tier.upper()} tensor cores, which "
+                f"{hw.name} lacks; valid activations on {hw.name}: {', '.join(hw.compute_tiers())}")
+        if self.precision.sparsity and not hw.sparsity_2_4:
+            raise ValueError(f"precision.sparsity = {self.precision.sparsity!r} but {hw.name}'s "
+                             "tensor cores do not accelerate 2:4 sparsity; valid: none")
         from .policy import resolve_policy  # needs the chip: vLLM's defaults depend on it
 
         resolve_policy(self.scheduler, hw)
@@ -225,4 +254,10 @@ class Scenario(StrictModel):
         return self.model if isinstance(self.model, ModelArch) else find_model(self.model)
 
     def hardware(self) -> Hardware:
-        return self.gpu if isinstance(self.gpu, Hardware) else find_gpu(self.gpu)
+        """The chip, with the system's scale-up domain when a system is named."""
+        hw = self.gpu if isinstance(self.gpu, Hardware) else find_gpu(self.gpu)
+        if self.system is not None:
+            domain = find_system(self.system).scale_up_domain
+            if domain != hw.scale_up_domain:
+                hw = hw.model_copy(update={"scale_up_domain": domain})
+        return hw
