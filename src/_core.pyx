@@ -95,7 +95,7 @@ ctypedef struct Replica:
 
 ctypedef struct Sim:
     int64_t n
-    const double* arrival
+    const double* arrival   # times requests join a queue, read through the event loop's cursor
     const int32_t* prompt
     const int32_t* output
     # per-request results
@@ -131,6 +131,12 @@ ctypedef struct Sim:
     double itl_max
     EventHeap events
     int64_t events_processed
+    # closed loop (issue_next): requests [0, n_issued) have an arrival time; in open loop
+    # n_issued == n from the start. In closed loop `arrival` points at `issued_at`.
+    int64_t n_issued
+    const double* send_at   # earliest time each request may be sent (the caller's arrival_s)
+    double* issued_at       # closed loop only: arrival times written as requests are issued
+    double think_time
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,6 +165,20 @@ cdef inline void mark_dirty(Sim* s, int64_t r) noexcept nogil:
         s.reps[r].dirty = True
         s.dirty_stack[s.n_dirty] = <int32_t> r
         s.n_dirty += 1
+
+
+cdef inline void issue_next(Sim* s, double now) noexcept nogil:
+    """A request ended (finished or rejected) at `now`: in closed loop its client sends the next
+    unissued request after the think time, but not before that request's own send time (vLLM
+    `bench serve --max-concurrency`). Issue times only grow, so `arrival` stays sorted for the
+    cursor. In open loop every request is issued from the start and this does nothing."""
+    cdef double t
+    if s.n_issued < s.n:
+        t = now + s.think_time
+        if s.send_at[s.n_issued] > t:
+            t = s.send_at[s.n_issued]
+        s.issued_at[s.n_issued] = t
+        s.n_issued += 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -325,12 +345,13 @@ cdef inline void preempt(Sim* s, Replica* rep, int32_t v, double now) noexcept n
     wait_push_front(s, rep, v)
 
 
-cdef inline void reject_running(Sim* s, Replica* rep, int32_t v) noexcept nogil:
+cdef inline void reject_running(Sim* s, Replica* rep, int32_t v, double now) noexcept nogil:
     """v alone fills the replica's whole KV cache and still needs a block: it can never finish."""
     decode_leave(s, rep, v, rep.step - 1)
     run_remove(s, rep, v)
     rep.free_blocks += blocks_held(s, v)
     s.status[v] = ST_REJECTED_KV
+    issue_next(s, now)
 
 
 cdef int start_step(Sim* s, int64_t r, double now) noexcept nogil:
@@ -349,7 +370,7 @@ cdef int start_step(Sim* s, int64_t r, double now) noexcept nogil:
     need = rep.phase[bucket]
     while need > rep.free_blocks:
         if rep.n_running == 1:
-            reject_running(s, rep, rep.run_tail)
+            reject_running(s, rep, rep.run_tail, now)
         else:
             preempt(s, rep, rep.run_tail, now)
             preempted = True
@@ -368,11 +389,13 @@ cdef int start_step(Sim* s, int64_t r, double now) noexcept nogil:
             if eff > s.max_tokens:
                 wait_pop_front(s, rep)
                 s.status[i] = ST_REJECTED_BUDGET
+                issue_next(s, now)
                 continue
             nblocks = ceil_div(eff, s.block_size)
             if nblocks > s.capacity:
                 wait_pop_front(s, rep)
                 s.status[i] = ST_REJECTED_KV
+                issue_next(s, now)
                 continue
             if eff > budget or nblocks > rep.free_blocks:
                 break
@@ -419,6 +442,7 @@ cdef inline void finish(Sim* s, Replica* rep, int32_t i, double now) noexcept no
     rep.free_blocks += blocks_held(s, i)
     s.status[i] = ST_FINISHED
     s.completion[i] = now
+    issue_next(s, now)
 
 
 cdef void end_step(Sim* s, int64_t r, double now) noexcept nogil:
@@ -460,7 +484,7 @@ cdef int event_loop(Sim* s, double stop_time, double* end_time) noexcept nogil:
     cdef int32_t i
     cdef Replica* rep
     while True:
-        t_arrival = s.arrival[cursor] if cursor < s.n else INFINITY
+        t_arrival = s.arrival[cursor] if cursor < s.n_issued else INFINITY
         t_event = s.events.data[0].time if s.events.size > 0 else INFINITY
         now = t_arrival if t_arrival < t_event else t_event
         if now == INFINITY:
@@ -475,7 +499,7 @@ cdef int event_loop(Sim* s, double stop_time, double* end_time) noexcept nogil:
             end_step(s, ev.target, now)
             mark_dirty(s, ev.target)
         # ...then every request arriving now joins a queue (round robin over replicas)...
-        while cursor < s.n and s.arrival[cursor] <= now:
+        while cursor < s.n_issued and s.arrival[cursor] <= now:
             i = <int32_t> cursor
             r = s.rr_next
             s.rr_next = r + 1 if r + 1 < s.n_reps else 0
@@ -527,18 +551,28 @@ def run(const double[::1] arrival_s not None,
         int64_t max_num_seqs,
         int64_t block_size,
         int64_t kv_capacity_blocks,
-        double stop_time_s=INFINITY):
+        double stop_time_s=INFINITY,
+        int64_t concurrency=0,
+        double think_time_s=0.0):
     """Simulate iteration-level batching (Orca) with paged KV and preemption by recompute.
 
     Requests arrive at `arrival_s` (seconds, sorted) and are assigned round robin to
-    `num_replicas` identical replicas. Returns a dict of per-request result arrays,
-    per-replica statistics and the inter-token-gap histogram. See tokenmill/_core.pyi.
+    `num_replicas` identical replicas. With `concurrency` C > 0 the loop is closed: at most C
+    requests are outstanding; requests 0..C-1 arrive at their arrival_s, and each time a
+    request finishes or is rejected the next one arrives `think_time_s` later (but not before
+    its own arrival_s). The arrival times used are returned as "arrival_s". Returns a dict of
+    per-request result arrays, per-replica statistics and the inter-token-gap histogram. See
+    tokenmill/_core.pyi.
     """
     cdef int64_t n = arrival_s.shape[0], k, r
     cdef Sim s
     cdef double end_time = 0.0
     cdef int rc
 
+    if concurrency < 0:
+        raise ValueError(f"concurrency must be >= 0 (0: open loop); got {concurrency}")
+    if not (isfinite(think_time_s) and think_time_s >= 0.0):
+        raise ValueError(f"think_time_s must be finite and >= 0; got {think_time_s}")
     _check_inputs(arrival_s, prompt_tokens, output_tokens, cost, num_replicas, max_batch_tokens,
                   max_num_seqs, block_size, kv_capacity_blocks, stop_time_s)
 
@@ -550,6 +584,13 @@ def run(const double[::1] arrival_s not None,
     status = np.zeros(n, dtype=np.int8)
     replica_of = np.full(n, -1, dtype=np.int32)
     itl_hist = np.zeros(ITL_NBINS, dtype=np.int64)
+    closed = 0 < concurrency < n
+    if closed:  # arrival times are written as requests are issued; NaN: never issued
+        arrived = np.full(n, np.nan)
+        arrived[:concurrency] = np.asarray(arrival_s[:concurrency])
+    else:
+        arrived = np.asarray(arrival_s)
+    cdef double[::1] issued_v = arrived if closed else None
 
     cdef double[::1] first_token_v = first_token
     cdef double[::1] completion_v = completion
@@ -562,6 +603,14 @@ def run(const double[::1] arrival_s not None,
 
     s.n = n
     s.arrival = &arrival_s[0] if n > 0 else NULL
+    s.send_at = s.arrival
+    s.issued_at = NULL
+    s.n_issued = n
+    s.think_time = think_time_s
+    if closed:
+        s.issued_at = &issued_v[0]
+        s.arrival = s.issued_at
+        s.n_issued = concurrency
     s.prompt = &prompt_tokens[0] if n > 0 else NULL
     s.output = &output_tokens[0] if n > 0 else NULL
     s.first_token = &first_token_v[0] if n > 0 else NULL
@@ -623,6 +672,7 @@ def run(const double[::1] arrival_s not None,
             raise MemoryError("tokenmill core: out of memory growing the event queue")
         replicas = _replica_stats(&s)
         return {
+            "arrival_s": arrived,
             "first_token_s": first_token,
             "completion_s": completion,
             "admitted_s": admitted,

@@ -30,10 +30,15 @@ def run(
     block_size: int,
     kv_capacity_blocks: int,
     stop_time_s: float = ...,
+    concurrency: int = ...,
+    think_time_s: float = ...,
 ) -> dict[str, Any]:
     """Simulate iteration-level batching with paged KV and preemption by recompute.
 
-    Returns per-request arrays (first_token_s, completion_s, admitted_s, preemptions,
+    concurrency > 0 closes the loop: at most that many requests are outstanding, and each one
+    that finishes or is rejected lets the next arrive think_time_s later (not before its own
+    arrival_s). Returns per-request arrays (arrival_s: the arrival times used, first_token_s,
+    completion_s, admitted_s, preemptions,
     generated_tokens, status, replica), a dict "replicas" of per-replica arrays (steps,
     preemptions, prefill_tokens, decode_tokens, busy_s, kv_block_seconds, kv_peak_blocks,
     kv_blocks_in_use_at_end), the inter-token-gap histogram (itl_histogram, itl_sum_s,

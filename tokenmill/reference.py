@@ -17,6 +17,11 @@ The rules, shared with src/_core.pyx:
   the whole cache is rejected.
 * A step produces one token for every request in it; a request finishes when it has produced
   its output length, and frees its blocks then.
+* Closed loop (concurrency C > 0): requests are sent in index order and at most C are
+  outstanding. Requests 0..C-1 arrive at their arrival_s; whenever a request finishes or is
+  rejected at time t, the next unsent request k arrives at max(arrival_s[k], t + think_time_s),
+  and is queued with the other arrivals of that instant (one rejected while a step is being
+  chosen arrives after that choice, at the same instant).
 """
 
 from __future__ import annotations
@@ -67,10 +72,18 @@ def _ceil_div(a: int, b: int) -> int:
 def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
                        output_tokens: np.ndarray, cost: CostCoefficients, *, num_replicas: int,
                        max_batch_tokens: int, max_num_seqs: int, block_size: int,
-                       kv_capacity_blocks: int, stop_time_s: float = math.inf) -> dict:
+                       kv_capacity_blocks: int, stop_time_s: float = math.inf,
+                       concurrency: int = 0, think_time_s: float = 0.0) -> dict:
     """Same inputs and outputs as tokenmill._core.run (cost as coefficients, not an array)."""
     n = len(arrival_s)
-    arrival = [float(x) for x in arrival_s]
+    send_at = [float(x) for x in arrival_s]
+    # arrival[k] is known for k < n_issued: all of them in open loop, the first C in closed loop
+    if 0 < concurrency < n:
+        arrival = send_at[:concurrency] + [math.nan] * (n - concurrency)
+        n_issued = concurrency
+    else:
+        arrival = list(send_at)
+        n_issued = n
     prompt = [int(x) for x in prompt_tokens]
     output = [int(x) for x in output_tokens]
     first_token = [math.nan] * n
@@ -96,6 +109,12 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
         if g > itl["max"]:
             itl["max"] = g
 
+    def issue_next(now: float) -> None:
+        nonlocal n_issued
+        if n_issued < n:
+            arrival[n_issued] = max(send_at[n_issued], now + think_time_s)
+            n_issued += 1
+
     def release(rep: _Replica, i: int) -> None:
         rep.running.remove(i)
         rep.free_blocks += blocks[i]
@@ -114,6 +133,7 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
             if len(rep.running) == 1:
                 release(rep, victim)
                 status[victim] = REJECTED_KV
+                issue_next(now)
             else:
                 release(rep, victim)
                 status[victim] = WAITING
@@ -137,10 +157,12 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
                 if eff > max_batch_tokens:
                     rep.waiting.popleft()
                     status[i] = REJECTED_BUDGET
+                    issue_next(now)
                     continue
                 if need > kv_capacity_blocks:
                     rep.waiting.popleft()
                     status[i] = REJECTED_KV
+                    issue_next(now)
                     continue
                 if eff > budget or need > rep.free_blocks:
                     break
@@ -194,13 +216,14 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
                 release(rep, i)
                 status[i] = FINISHED
                 completion[i] = now
+                issue_next(now)
         rep.busy = False
 
     cursor = 0
     rr = 0
     end_time = 0.0
     while True:
-        t_arrival = arrival[cursor] if cursor < n else math.inf
+        t_arrival = arrival[cursor] if cursor < n_issued else math.inf
         t_event = events[0][0] if events else math.inf
         now = min(t_arrival, t_event)
         if now == math.inf:
@@ -215,7 +238,7 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
             end_step(r, now)
             if r not in dirty:
                 dirty.append(r)
-        while cursor < n and arrival[cursor] <= now:
+        while cursor < n_issued and arrival[cursor] <= now:
             r = rr
             rr = (rr + 1) % num_replicas
             replica_of[cursor] = r
@@ -240,6 +263,7 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
         return np.array(values, dtype=dtype)
 
     return {
+        "arrival_s": col(arrival, np.float64),
         "first_token_s": col(first_token, np.float64),
         "completion_s": col(completion, np.float64),
         "admitted_s": col(admitted, np.float64),
