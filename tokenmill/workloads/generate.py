@@ -93,29 +93,31 @@ def _count(counts: dict[str, int], role: str, stats: LengthStats) -> None:
 
 def workload_label(w: Workload) -> str:
     """One line saying what a Workload asks for (used by reports and describe)."""
+    think = f", think time {w.think_time_s:g} s" if w.think_time_s else ""
     if w.trace is not None:
         t = w.trace
-        parts = [f"trace {t.path}" + (f" ({t.format})" if t.format else "")]
+        head = f"trace {t.path}" + (f" ({t.format})" if t.format else "")
+        if w.concurrency is not None:
+            head += f", at most {w.concurrency} outstanding{think}"
     else:
         rate = w.arrival_rate
         assert rate is not None
         if math.isinf(rate):
-            parts = ["offline (all at t=0)" if w.concurrency is None else "closed loop"]
+            head = ("offline (all at t=0)" if w.concurrency is None
+                    else f"closed loop of {w.concurrency} clients{think}")
         else:
             proc = (f"gamma (CV {w.burstiness:g})" if w.arrival_process == "gamma" else
                     {"poisson": "Poisson", "constant": "constant-rate"}[w.arrival_process or "poisson"])
             profile = "" if w.rate_profile.kind == "constant" else f", {w.rate_profile.label()}"
-            parts = [f"{proc} {rate:g} req/s{profile}"]
-    if w.concurrency is not None:
-        think = f", think {w.think_time_s:g} s" if w.think_time_s else ""
-        parts.append(f"{w.concurrency} concurrent clients{think}")
+            head = f"{proc} {rate:g} req/s{profile}"
+            if w.concurrency is not None:
+                head += f", at most {w.concurrency} outstanding{think}"
     limits = []
     if w.duration_s is not None:
         limits.append(f"{w.duration_s:g} s")
     if w.num_requests is not None:
         limits.append(f"{w.num_requests:,} requests")
-    if limits:
-        parts[0] += " for " + " or ".join(limits)
+    parts = [head + (" for " + " or ".join(limits) if limits else "")]
     if w.prompt is not None and w.output is not None:
         parts.append(f"prompt {w.prompt.label()}, output {w.output.label()}")
     if w.classes:

@@ -43,7 +43,9 @@ def parse_datetimes_ns(values: np.ndarray) -> Optional[np.ndarray]:
     n = values.shape[0]
     if n == 0:
         return np.zeros(0, dtype=np.int64)
-    text = np.asarray(values, dtype=str)
+    text = np.ascontiguousarray(values)
+    if text.dtype.kind != "U":
+        text = text.astype(str)
     width = text.dtype.itemsize // 4
     codes = text.view(np.uint32).reshape(n, width).copy()
     lens = np.count_nonzero(codes, axis=1)
