@@ -142,7 +142,8 @@ def _slow(path: Path, text: str, skip_bad_rows: bool, bad: BadRows) -> Parsed:
         except ValueError as err:
             problem = f"not valid JSON ({err})"
         if problem is not None:
-            where = f"{path}, line {number}: {problem}"
+            sep = ", " if problem.startswith("field ") else ": "
+            where = f"{path}, line {number}{sep}{problem}"
             if not skip_bad_rows:
                 raise WorkloadError(where + "; fix the line, or pass --skip-bad-rows "
                                     "(trace.skip_bad_rows) to skip and count bad lines")
