@@ -236,3 +236,28 @@ def test_trace_workload_through_generate_and_describe() -> None:
     assert s.mean_rate == pytest.approx(299 / a.arrival_s[-1])
     text = s.to_text()
     assert "sharing ratio" in text and "300 over" in text
+
+
+def test_mooncake_readers_agree_and_the_layout_reader_is_strict(tmp_path) -> None:
+    from tokenmill.workloads.traces import mooncake
+    data = MOONCAKE.read_bytes()
+    layout = mooncake._released_layout(data)
+    general = mooncake._fast(data.decode())
+    assert layout is not None and general is not None
+    for x, y in zip(layout, general):
+        np.testing.assert_array_equal(x, y)
+    for bad in (b'{"timestamp": 5, "input_length": 12, "output_length": 3, "hash_ids": []}',
+                b'{"timestamp": 5, "input_length": 12, "output_length": 3, "hash_ids": [1, 2]}'):
+        assert mooncake._released_layout(bad) is not None  # well-formed edge cases pass
+    for bad in (b'{"timestamp": 5, "input_length": 12, "output_length": 3, "hash_ids": [,2]}',
+                b'{"time5stamp": , "input_length": 12, "output_length": 3, "hash_ids": [2]}',
+                b'{"timestamp": 5, "input_length": 12, "output_length": 3, "hash_ids": [1.5]}',
+                b'{"timestamp": -5, "input_length": 12, "output_length": 3, "hash_ids": [1]}',
+                b'{"input_length": 12, "timestamp": 5, "output_length": 3, "hash_ids": [1]}',
+                b'{"timestamp": 5, "input_length": 12, "output_length": 3, "hash_ids": [99999999999999999999]}'):
+        assert mooncake._released_layout(bad) is None, bad
+    # another key order is still valid JSONL: the general reader takes it
+    other = tmp_path / "other.jsonl"
+    other.write_text('{"input_length": 12, "timestamp": 5, "output_length": 3, "hash_ids": [1]}\n')
+    a = load(other)
+    assert a.prompt_tokens.tolist() == [12] and a.prefix_ids.tolist() == [1]

@@ -35,22 +35,26 @@ def read(path: Path, source: TraceSource) -> TraceTable:
     table = TraceTable(path, NAME, v["time"], v["prompt"], v["output"],
                        counts={"rows": cols.rows, "skipped_bad": cols.bad.count},
                        bad_examples=cols.bad.examples)
-    models = np.char.lower(v["model"])
-    log_types = np.char.lower(v["log_type"])
+    models = np.char.lower(cols.levels["model"])     # the few distinct values
+    log_types = np.char.lower(cols.levels["log_type"])
+    model_code = v["model"]
+    log_code = v["log_type"]
     if source.model is not None:
         want = source.model.strip().lower()
-        if not (models == want).any():
+        keep = (models == want)[model_code]
+        if not keep.any():
             raise WorkloadError(f"{path}: no rows have Model {source.model!r}; models present: "
-                                f"{', '.join(sorted(set(v['model'].tolist())))}")
-        table.keep(models == want, "filtered_model")
-        log_types = log_types[models == want]
+                                f"{', '.join(sorted(cols.levels['model'].tolist()))}")
+        table.keep(keep, "filtered_model")
+        log_code = log_code[keep]
     if source.log_type is not None:
         want = source.log_type.strip().lower()
         want = LOG_TYPE_SHORT.get(want, want)
-        if not (log_types == want).any():
+        keep = (log_types == want)[log_code]
+        if not keep.any():
             raise WorkloadError(f"{path}: no rows (after the model filter) have Log Type "
                                 f"{source.log_type!r}; present: "
-                                f"{', '.join(sorted(set(v['log_type'].tolist())))}")
-        table.keep(log_types == want, "filtered_log_type")
+                                f"{', '.join(sorted(cols.levels['log_type'].tolist()))}")
+        table.keep(keep, "filtered_log_type")
     table.keep(table.output > 0, "excluded_failed")
     return table

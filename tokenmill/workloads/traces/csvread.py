@@ -3,8 +3,10 @@
 The fast path hands the whole file to numpy's C parser (np.loadtxt) and checks the values
 with vectorised comparisons. If anything fails, the file is read again row by row with the
 csv module, which names the line and field of the first bad value, or, with skip_bad_rows,
-skips every bad row and counts it. The row-by-row reader is the reference: the fast path only
-ever accepts files it would accept, with the same values.
+skips every bad row and counts it. The row-by-row reader is the reference: on files it
+accepts, the fast path gives the same values (tests/test_traces.py checks both on every
+format); the one latitude is that the fast path also takes the other ISO 8601 timestamp
+forms numpy parses (such as a date alone), which the careful reader refuses.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ class Column:
     """A column to read: its header name, what its values are, and the name to return it by.
 
     count: a whole number of tokens, 0 <= x <= 2**30 - 1 ("12.0" is accepted as 12);
-    number: a finite real number; datetime: an absolute timestamp (int64 ns); text: a string.
+    number: a finite real number; datetime: an absolute timestamp (int64 ns); text: a short
+    label such as a model name, returned as int32 codes into Columns.levels[key] (stripped
+    strings), since such columns hold few distinct values.
     """
 
     header: str
@@ -57,6 +61,7 @@ class Columns:
     values: dict[str, np.ndarray]
     rows: int
     bad: BadRows
+    levels: dict[str, np.ndarray] = field(default_factory=dict)  # text columns: code -> value
 
 
 def read_header(path: Path) -> list[str]:
@@ -87,18 +92,28 @@ def read_columns(path: Path, wanted: Sequence[Column], *, skip_bad_rows: bool,
     return _slow(path, wanted, positions, len(header), skip_bad_rows)
 
 
+TEXT_WIDTH = 32  # longest text value the fast path reads; longer ones go the careful way
+
+
 def _fast(path: Path, wanted: Sequence[Column], positions: list[int],
           width: int) -> Optional[Columns]:
-    dtype = [(f"c{k}", {"count": "i8", "number": "f8", "datetime": "U40", "text": "U200"}[c.kind])
-             for k, c in enumerate(wanted)]
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            table = np.loadtxt(path, delimiter=",", skiprows=1, usecols=positions, dtype=dtype,
-                               ndmin=1, comments=None, quotechar='"', encoding="utf-8-sig")
-    except (ValueError, Warning, UnicodeDecodeError):
-        return None  # malformed somewhere, or no data rows: let the careful reader say
+    # Plain timestamps parse straight to datetime64 inside loadtxt; with a UTC offset they are
+    # read as text and the offset is handled in timeparse (numpy refuses offsets).
+    for stamps in ("datetime64[ns]", "U40"):
+        dtype = [(f"c{k}", {"count": "i8", "number": "f8", "datetime": stamps,
+                            "text": f"U{TEXT_WIDTH}"}[c.kind]) for k, c in enumerate(wanted)]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                table = np.loadtxt(path, delimiter=",", skiprows=1, usecols=positions,
+                                   dtype=dtype, ndmin=1, comments=None, quotechar='"',
+                                   encoding="utf-8-sig")
+            break
+        except (ValueError, Warning, UnicodeDecodeError):
+            if stamps == "U40" or not any(c.kind == "datetime" for c in wanted):
+                return None  # malformed somewhere, or no data rows: let the careful reader say
     values: dict[str, np.ndarray] = {}
+    levels: dict[str, np.ndarray] = {}
     for k, col in enumerate(wanted):
         raw = table[f"c{k}"]
         if col.kind == "count":
@@ -110,17 +125,45 @@ def _fast(path: Path, wanted: Sequence[Column], positions: list[int],
                 return None
             values[col.key] = raw.astype(np.float64)
         elif col.kind == "datetime":
-            ns = parse_datetimes_ns(raw)
-            if ns is None:
-                return None
-            values[col.key] = ns
+            if raw.dtype.kind == "M":
+                if np.isnat(raw).any():
+                    return None
+                values[col.key] = raw.astype(np.int64)
+            else:
+                ns = parse_datetimes_ns(raw)
+                if ns is None:
+                    return None
+                values[col.key] = ns
         else:
-            if raw.size and (np.char.str_len(raw).max() >= 200):
-                return None  # could be truncated: read it carefully
-            values[col.key] = np.char.strip(raw)
+            found, codes = _categories(raw)
+            if found.size and np.char.str_len(found).max() >= TEXT_WIDTH:
+                return None  # may have been cut short: read it carefully
+            stripped = np.char.strip(found)
+            kept, remap = np.unique(stripped, return_inverse=True)  # " a" and "a" are one
+            levels[col.key] = kept
+            values[col.key] = remap.reshape(-1)[codes].astype(np.int32)
     if not _field_counts_ok(path, width, table.shape[0]):
         return None
-    return Columns(values, rows=table.shape[0], bad=BadRows())
+    return Columns(values, rows=table.shape[0], bad=BadRows(), levels=levels)
+
+
+def _categories(raw: np.ndarray, most: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct values and each row's code. A label column holds a handful of values, and one
+    vectorised comparison per value beats sorting a million strings; past `most` values,
+    sort after all."""
+    n = raw.shape[0]
+    codes = np.empty(n, dtype=np.int64)
+    found: list[str] = []
+    rest = np.arange(n)
+    while rest.size and len(found) < most:
+        hit = raw[rest] == raw[rest[0]]
+        codes[rest[hit]] = len(found)
+        found.append(raw[rest[0]])
+        rest = rest[~hit]
+    if rest.size:
+        values, inverse = np.unique(raw, return_inverse=True)
+        return values, inverse.reshape(-1)
+    return np.array(found, dtype=raw.dtype), codes
 
 
 def _field_counts_ok(path: Path, width: int, rows: int) -> bool:
@@ -216,11 +259,14 @@ def _slow(path: Path, wanted: Sequence[Column], positions: list[int], width: int
     except csv.Error as err:
         raise WorkloadError(f"{path}, line {reader.line_num}: not valid CSV ({err})") from err
     values: dict[str, np.ndarray] = {}
+    levels: dict[str, np.ndarray] = {}
     for k, col in enumerate(wanted):
         if col.kind in ("count", "datetime"):
             values[col.key] = np.array(out[k], dtype=np.int64)
         elif col.kind == "number":
             values[col.key] = np.array(out[k], dtype=np.float64)
         else:
-            values[col.key] = np.array(out[k], dtype=str)
-    return Columns(values, rows=rows + bad.count, bad=bad)
+            kept, codes = np.unique(np.array(out[k], dtype=str), return_inverse=True)
+            levels[col.key] = kept
+            values[col.key] = codes.reshape(-1).astype(np.int32)
+    return Columns(values, rows=rows + bad.count, bad=bad, levels=levels)

@@ -6,15 +6,20 @@ hash_ids name the request's consecutive 512-token prompt blocks; equal ids are r
 prefix_block_tokens = 512. A row whose number of ids is not ceil(input_length / 512) is kept
 and counted (the prefix then covers more or less of the prompt than the ids say).
 
-The whole file is parsed in one json.loads call (the lines joined into one array), which is
-several times faster than a call per line; if that fails, lines are parsed one by one to name
-the bad line and field.
+Three readers, fastest first, each used only when the previous one cannot vouch for the file:
+1. the released layout ({"timestamp": .., "input_length": .., "output_length": ..,
+   "hash_ids": [..]} with whole-number values, one object per line, as json.dumps writes
+   it) is parsed by numpy over the whole file, with no Python object per value;
+2. any other valid JSONL is parsed by one json.loads call on the lines joined into an array;
+3. lines are parsed one by one, to name the bad line and field (or skip and count it).
 """
 
 from __future__ import annotations
 
+import codecs
 import json
 import math
+import warnings
 from itertools import chain
 from pathlib import Path
 from typing import Any, Optional
@@ -31,6 +36,11 @@ BLOCK_TOKENS = 512
 FIELDS = ("timestamp", "input_length", "output_length", "hash_ids")
 
 
+_HEAD = b'{"timestamp": , "input_length": , "output_length": , "hash_ids": ['
+_NUMBERS_ONLY = bytes(b if 48 <= b <= 57 or b == 45 else 32 for b in range(256))  # digits, '-'
+_EMPTY_SLOTS = (b": ,", b"[,", b", ,", b", ]")
+
+
 def matches_line(first: str) -> bool:
     try:
         row = json.loads(first)
@@ -45,15 +55,21 @@ def _reject_constant(name: str) -> Any:
 
 def read(path: Path, source: TraceSource) -> TraceTable:
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        data = path.read_bytes()
     except OSError as err:
         raise WorkloadError(f"{path}: cannot read it ({err.strerror})") from err
-    except UnicodeDecodeError as err:
-        raise WorkloadError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from err
-    parsed = _fast(text)
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]
+    parsed = _released_layout(data)
     bad = BadRows()
     if parsed is None:
-        parsed = _slow(path, text, source.skip_bad_rows, bad)
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise WorkloadError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from err
+        parsed = _fast(text)
+        if parsed is None:
+            parsed = _slow(path, text, source.skip_bad_rows, bad)
     time_ms, prompt, output, ids, offsets = parsed
     table = TraceTable(path, NAME, time_ms / 1e3, prompt, output, prefix_ids=ids,
                        prefix_offsets=offsets, block_tokens=BLOCK_TOKENS,
@@ -67,6 +83,50 @@ def read(path: Path, source: TraceSource) -> TraceTable:
 
 
 Parsed = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _released_layout(data: bytes) -> Optional[Parsed]:
+    """Reader 1: the released layout, read without a Python object per value, or None.
+
+    All numbers are parsed in one np.fromstring call after every other byte becomes a space
+    and every line end a -1 marker. The layout is then proved: with the digits removed each
+    line must be exactly the template for its number of ids, and no value slot may be empty,
+    so each slot holds exactly one run of digits and there are digits nowhere else.
+    """
+    body = data.strip()
+    if not body or b"-" in body or b"\r" in body or b"\n\n" in body:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            nums = np.fromstring((body + b"\n").replace(b"\n", b" -1 ").translate(_NUMBERS_ONLY),
+                                 dtype=np.int64, sep=" ")
+        except (ValueError, Warning):
+            return None
+    ends = np.flatnonzero(nums == -1)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    counts = ends - starts
+    if counts.size == 0 or counts.min() < 3 or nums.max() == np.iinfo(np.int64).max:
+        return None
+    k = counts - 3
+    templates = {int(x): _HEAD + b", ".join([b""] * int(x)) + b"]}" for x in np.unique(k)}
+    expected = b"\n".join(map(templates.__getitem__, k.tolist()))
+    if body.translate(None, b"0123456789") != expected:
+        return None
+    if any(slot in body for slot in _EMPTY_SLOTS) or body.count(b"[]") != int((k == 0).sum()):
+        return None
+    prompt = nums[starts + 1]
+    output = nums[starts + 2]
+    if prompt.max() > MAX_COUNT or output.max() > MAX_COUNT:
+        return None
+    is_id = np.ones(nums.shape[0], dtype=bool)
+    is_id[ends] = False
+    is_id[starts] = False
+    is_id[starts + 1] = False
+    is_id[starts + 2] = False
+    offsets = np.zeros(k.shape[0] + 1, dtype=np.int64)
+    np.cumsum(k, out=offsets[1:])
+    return nums[starts].astype(np.float64), prompt, output, nums[is_id], offsets
 
 
 def _fast(text: str) -> Optional[Parsed]:
