@@ -261,3 +261,13 @@ def test_mooncake_readers_agree_and_the_layout_reader_is_strict(tmp_path) -> Non
     other.write_text('{"input_length": 12, "timestamp": 5, "output_length": 3, "hash_ids": [1]}\n')
     a = load(other)
     assert a.prompt_tokens.tolist() == [12] and a.prefix_ids.tolist() == [1]
+
+
+def test_burstgpt_labels_beyond_ascii(tmp_path, monkeypatch) -> None:
+    f = tmp_path / "b.csv"
+    f.write_text("Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
+                 "1,Ünïcode,5,5,10,API log\n2,GPT-4,5,6,11,API log\n3,模型, 7,8,15,API log\n",
+                 encoding="utf-8")
+    assert load(f, model="ünïcode").output_tokens.tolist() == [5]
+    assert load(f, model="模型").prompt_tokens.tolist() == [7]
+    assert load(f, model="GPT-4").info.counts["filtered_model"] == 2

@@ -135,3 +135,16 @@ mean = 512
     assert w.classes[1].output.mean == 512.0 and w.classes[1].priority == 1
     offline = tm.Scenario.model_validate(tomllib.loads("[workload]\narrival_rate = inf\nnum_requests = 5\n"))
     assert offline.workload.is_offline
+
+
+@pytest.mark.parametrize("model", [Workload, LengthDistribution, RateProfile, TraceSource,
+                                   tm.RequestClass], ids=lambda m: m.__name__)
+def test_every_workload_field_is_described_and_the_models_are_frozen(model) -> None:
+    for name, field in model.model_fields.items():
+        assert field.description, f"{model.__name__}.{name} has no description"
+    assert model.model_config["frozen"] and model.model_config["extra"] == "forbid"
+
+
+def test_public_names() -> None:
+    assert tm.describe_workload(tm.Workload(num_requests=10)).requests == 10
+    assert tm.TraceSource(path="x").repeat == 1 and tm.RateProfile().kind == "constant"

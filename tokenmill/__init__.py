@@ -21,6 +21,8 @@ from .scenario import (
     Workload,
 )
 from .workload import WorkloadArrays
+from .workloads.config import RateProfile, RequestClass, TraceSource
+from .workloads.describe import describe_workload
 
 __all__ = [
     "__version__",
@@ -39,5 +41,9 @@ __all__ = [
     "TokenmillError",
     "Workload",
     "WorkloadArrays",
+    "RateProfile",
+    "RequestClass",
+    "TraceSource",
+    "describe_workload",
     "simulate",
 ]

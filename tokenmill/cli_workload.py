@@ -176,7 +176,7 @@ def apply_workload_flags(args: argparse.Namespace, data: dict[str, Any]) -> None
         data.setdefault("workload", {})["rate_profile"] = {
             "kind": "piecewise", "steps": parse_schedule(schedule)}
     elif any(v is not None for v in diurnal.values()):
-        profile = {"kind": "diurnal"}
+        profile: dict[str, Any] = {"kind": "diurnal"}
         for key, field in (("amplitude", "amplitude"), ("period", "period_s"), ("peak", "peak_s")):
             if diurnal[key] is not None:
                 profile[field] = diurnal[key]
