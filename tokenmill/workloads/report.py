@@ -38,9 +38,13 @@ def with_workload_details(result: "Result", scenario: "Scenario",
 
 def workload_line(result: "Result") -> str:
     """The report's one-line description of the workload, and the seed."""
+    info = result.workload_info
     w = result.scenario.workload
-    source = workload_label(w) if result.workload_info is None or w.trace is not None \
-        or "WorkloadArrays" not in result.workload_info.source else result.workload_info.source
+    source = workload_label(w)
+    if info is not None and info.source.endswith("given as WorkloadArrays"):
+        source = info.source
+    elif info is not None and w.trace is not None:  # the reader's line names the format found
+        source = info.source + source[source.index(w.trace.path) + len(w.trace.path):]
     return f"workload   {source}; seed {result.scenario.seed}"
 
 
