@@ -96,7 +96,7 @@ def workload_label(w: Workload) -> str:
     think = f", think time {w.think_time_s:g} s" if w.think_time_s else ""
     if w.trace is not None:
         t = w.trace
-        head = f"trace {t.path}" + (f" ({t.format})" if t.format else "")
+        head = f"trace {t.path}"  # the format found is in WorkloadInfo.source
         if w.concurrency is not None:
             head += f", at most {w.concurrency} outstanding{think}"
     else:
