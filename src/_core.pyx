@@ -199,6 +199,12 @@ ctypedef struct Sim:
     double itl_max
     EventHeap events
     int64_t events_processed
+    # closed loop (issue_next): requests [0, n_issued) have an arrival time; in open loop
+    # n_issued == n from the start. In closed loop `arrival` points at `issued_at`.
+    int64_t n_issued
+    const double* send_at   # earliest time each request may be sent (the caller's arrival_s)
+    double* issued_at       # closed loop only: arrival times written as requests are issued
+    double think_time
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,6 +233,20 @@ cdef inline void mark_dirty(Sim* s, int64_t r) noexcept nogil:
         s.reps[r].dirty = True
         s.dirty_stack[s.n_dirty] = <int32_t> r
         s.n_dirty += 1
+
+
+cdef inline void issue_next(Sim* s, double now) noexcept nogil:
+    """A request ended (finished or rejected) at `now`: in closed loop its client sends the next
+    unissued request after the think time, but not before that request's own send time (vLLM
+    `bench serve --max-concurrency`). Issue times only grow, so `arrival` stays sorted for the
+    cursor. In open loop every request is issued from the start and this does nothing."""
+    cdef double t
+    if s.n_issued < s.n:
+        t = now + s.think_time
+        if s.send_at[s.n_issued] > t:
+            t = s.send_at[s.n_issued]
+        s.issued_at[s.n_issued] = t
+        s.n_issued += 1
 
 
 cdef inline int64_t free_blocks(Sim* s, Replica* rep) noexcept nogil:
@@ -433,12 +453,13 @@ cdef int preempt(Sim* s, Replica* rep, int32_t v, double now) noexcept nogil:
     return wait_add(s, rep, v, True)
 
 
-cdef void reject_running(Sim* s, Replica* rep, int32_t v) noexcept nogil:
+cdef void reject_running(Sim* s, Replica* rep, int32_t v, double now) noexcept nogil:
     """v is the only running request and still cannot grow: it can never finish."""
     cdef bint decoding = is_decoding(s, rep, v)
     leave_running(s, rep, v)
     release_kv(s, rep, v, s.prompt[v] + s.generated[v] - 1 if decoding else s.computed[v])
     s.status[v] = ST_REJECTED_KV
+    issue_next(s, now)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -490,10 +511,12 @@ cdef int admit_waiting(Sim* s, Replica* rep, double now, int64_t budget, int64_t
         if s.policy != POL_CHUNKED and tgt - hit > s.max_tokens:
             wait_pop(s, rep)
             s.status[i] = ST_REJECTED_BUDGET
+            issue_next(s, now)
             continue
         if ceil_div(tgt, s.block_size) > s.capacity:
             wait_pop(s, rep)
             s.status[i] = ST_REJECTED_KV
+            issue_next(s, now)
             continue
         c = tgt - hit
         if s.policy == POL_CHUNKED:
@@ -601,7 +624,7 @@ cdef int start_step(Sim* s, int64_t r, double now) noexcept nogil:
     need = rep.phase[bucket] + pre_blocks
     while need > free_blocks(s, rep):
         if rep.n_running == 1:
-            reject_running(s, rep, rep.run_head)
+            reject_running(s, rep, rep.run_head, now)
         else:
             if preempt(s, rep, pick_victim(s, rep), now) < 0:
                 return -1
@@ -679,6 +702,7 @@ cdef inline void finish(Sim* s, Replica* rep, int32_t i, double now) noexcept no
     release_kv(s, rep, i, s.prompt[i] + s.output[i] - 1)
     s.status[i] = ST_FINISHED
     s.completion[i] = now
+    issue_next(s, now)
 
 
 cdef inline void cache_new_granules(Sim* s, Replica* rep, int32_t i) noexcept nogil:
@@ -740,14 +764,31 @@ cdef int end_step(Sim* s, int64_t r, double now) noexcept nogil:
 # The event loop
 # ---------------------------------------------------------------------------------------------
 
+cdef inline int queue_arrivals(Sim* s, int64_t* cursor, double now) noexcept nogil:
+    """Every request arriving by `now` joins a replica's queue (round robin)."""
+    cdef int64_t r
+    cdef int32_t i
+    while cursor[0] < s.n_issued and s.arrival[cursor[0]] <= now:
+        i = <int32_t> cursor[0]
+        r = s.rr_next
+        s.rr_next = r + 1 if r + 1 < s.n_reps else 0
+        s.replica_of[i] = <int32_t> r
+        s.status[i] = ST_WAITING
+        if wait_add(s, &s.reps[r], i, False) < 0:
+            return -1
+        s.events_processed += 1
+        mark_dirty(s, r)
+        cursor[0] += 1
+    return 0
+
+
 cdef int event_loop(Sim* s, double stop_time, double* end_time) noexcept nogil:
     cdef int64_t cursor = 0, r
-    cdef double now = 0.0, t_arrival, t_event, t, t_end
+    cdef double now = 0.0, t_arrival, t_event, t_end
     cdef Event ev
-    cdef int32_t i
     cdef Replica* rep
     while True:
-        t_arrival = s.arrival[cursor] if cursor < s.n else INFINITY
+        t_arrival = s.arrival[cursor] if cursor < s.n_issued else INFINITY
         t_event = s.events.data[0].time if s.events.size > 0 else INFINITY
         now = t_arrival if t_arrival < t_event else t_event
         if now == INFINITY:
@@ -755,6 +796,7 @@ cdef int event_loop(Sim* s, double stop_time, double* end_time) noexcept nogil:
         if now > stop_time:
             end_time[0] = stop_time
             break
+        end_time[0] = now
         # Steps that end now free their blocks before anything is scheduled at this instant...
         while s.events.size > 0 and s.events.data[0].time <= now:
             ev = heap_pop(&s.events)
@@ -762,48 +804,40 @@ cdef int event_loop(Sim* s, double stop_time, double* end_time) noexcept nogil:
             if end_step(s, ev.target, now) < 0:
                 return -1
             mark_dirty(s, ev.target)
-        # ...then every request arriving now joins a queue (round robin over replicas)...
-        while cursor < s.n and s.arrival[cursor] <= now:
-            i = <int32_t> cursor
-            r = s.rr_next
-            s.rr_next = r + 1 if r + 1 < s.n_reps else 0
-            s.replica_of[i] = <int32_t> r
-            s.status[i] = ST_WAITING
-            if wait_add(s, &s.reps[r], i, False) < 0:
-                return -1
-            s.events_processed += 1
-            mark_dirty(s, r)
-            cursor += 1
+        # ...then every request arriving now joins a queue...
+        if queue_arrivals(s, &cursor, now) < 0:
+            return -1
         # ...and then each idle replica with news picks its next step.
-        if now > end_time[0]:
-            end_time[0] = now
         while s.n_dirty > 0:
             s.n_dirty -= 1
             r = s.dirty_stack[s.n_dirty]
             rep = &s.reps[r]
             rep.dirty = False
-            t = now
-            while not rep.busy:
-                if start_step(s, r, t) < 0:
+            if rep.busy:
+                continue
+            if start_step(s, r, now) < 0:
+                return -1
+            if not rep.busy:
+                continue
+            t_end = now + rep.step_dur
+            if (s.n_dirty > 0 or t_end > stop_time
+                    or (cursor < s.n_issued and s.arrival[cursor] <= t_end)
+                    or (s.events.size > 0 and s.events.data[0].time <= t_end)):
+                if heap_push(&s.events, t_end, EV_STEP_END, <int32_t> r) < 0:
                     return -1
-                if not rep.busy:
-                    break
-                t_end = t + rep.step_dur
-                # When nothing else can happen before this step ends (no other replica to
-                # schedule now, no arrival, no other event, not past the stop), go straight
-                # to its end instead of through the event queue: the order of events is the
-                # same, and long runs of steps cost no queue operations.
-                if (s.n_dirty > 0 or t_end > stop_time
-                        or (cursor < s.n and s.arrival[cursor] <= t_end)
-                        or (s.events.size > 0 and s.events.data[0].time <= t_end)):
-                    if heap_push(&s.events, t_end, EV_STEP_END, <int32_t> r) < 0:
-                        return -1
-                    break
-                s.events_processed += 1
-                if end_step(s, r, t_end) < 0:
-                    return -1
-                t = t_end
-                end_time[0] = t
+                continue
+            # Nothing else can happen before this step ends (no other replica to schedule
+            # now, no arrival, no other event, not past the stop): move the clock straight to
+            # its end instead of through the event queue. The order of events is the same, and
+            # long runs of steps cost no queue operations.
+            now = t_end
+            end_time[0] = now
+            s.events_processed += 1
+            if end_step(s, r, now) < 0:
+                return -1
+            mark_dirty(s, r)
+            if queue_arrivals(s, &cursor, now) < 0:  # a closed-loop client sent its next
+                return -1
     return 0
 
 
@@ -850,12 +884,18 @@ def run(const double[::1] arrival_s not None,
         const int64_t[::1] prefix_ids=None,
         int64_t prefix_granule_tokens=0,
         bint prefix_caching=False,
-        double stop_time_s=INFINITY):
+        double stop_time_s=INFINITY,
+        int64_t concurrency=0,
+        double think_time_s=0.0):
     """Simulate one or more identical replicas serving the requests under a batching policy.
 
     Requests arrive at `arrival_s` (seconds, sorted) and are assigned round robin to the
-    replicas. Returns a dict of per-request result arrays, per-replica statistics and the
-    inter-token-gap histogram. See tokenmill/_core.pyi and docs/schedulers.md.
+    replicas. With `concurrency` C > 0 the loop is closed: at most C requests are outstanding;
+    requests 0..C-1 arrive at their arrival_s, and each time a request finishes or is rejected
+    the next one arrives `think_time_s` later (but not before its own arrival_s); the arrival
+    times used are returned as "arrival_s". Returns a dict of per-request result arrays,
+    per-replica statistics and the inter-token-gap histogram. See tokenmill/_core.pyi and
+    docs/schedulers.md.
     """
     cdef int64_t n = arrival_s.shape[0], k, r
     cdef Sim s
@@ -864,6 +904,10 @@ def run(const double[::1] arrival_s not None,
     cdef int64_t granule_blocks = 1, max_entries
     cdef Replica* rep
 
+    if concurrency < 0:
+        raise ValueError(f"concurrency must be >= 0 (0: open loop); got {concurrency}")
+    if not (isfinite(think_time_s) and think_time_s >= 0.0):
+        raise ValueError(f"think_time_s must be finite and >= 0; got {think_time_s}")
     _check_inputs(arrival_s, prompt_tokens, output_tokens, cost, num_replicas, max_batch_tokens,
                   max_num_seqs, block_size, kv_capacity_blocks, policy, priority, preemption,
                   swap_capacity_blocks, swap_seconds_per_block, prefix_offsets, prefix_ids,
@@ -880,6 +924,13 @@ def run(const double[::1] arrival_s not None,
     replica_of = np.full(n, -1, dtype=np.int32)
     prefix_hit = np.zeros(n, dtype=np.int32)
     itl_hist = np.zeros(ITL_NBINS, dtype=np.int64)
+    closed = 0 < concurrency < n
+    if closed:  # arrival times are written as requests are issued; NaN: never issued
+        arrived = np.full(n, np.nan)
+        arrived[:concurrency] = np.asarray(arrival_s[:concurrency])
+    else:
+        arrived = np.asarray(arrival_s)
+    cdef double[::1] issued_v = arrived if closed else None
     # working state owned by numpy: freed with the arrays, whatever happens
     base = np.zeros(n, dtype=np.int64)
     done_key = np.zeros(n, dtype=np.int64)
@@ -921,6 +972,14 @@ def run(const double[::1] arrival_s not None,
 
     s.n = n
     s.arrival = &arrival_s[0] if n > 0 else NULL
+    s.send_at = s.arrival
+    s.issued_at = NULL
+    s.n_issued = n
+    s.think_time = think_time_s
+    if closed:
+        s.issued_at = &issued_v[0]
+        s.arrival = s.issued_at
+        s.n_issued = concurrency
     s.prompt = &prompt_tokens[0] if n > 0 else NULL
     s.output = &output_tokens[0] if n > 0 else NULL
     s.pfx_off = &off_v[0]
@@ -1007,6 +1066,7 @@ def run(const double[::1] arrival_s not None,
             raise MemoryError("tokenmill core: out of memory during the simulation")
         replicas = _replica_stats(&s)
         return {
+            "arrival_s": arrived,
             "first_token_s": first_token,
             "completion_s": completion,
             "admitted_s": admitted,

@@ -108,10 +108,11 @@ def test_bad_input_exits_2_with_a_clear_message(capsys, argv, needle) -> None:
 
 def test_config_with_unknown_key_is_refused(tmp_path, capsys) -> None:
     cfg = tmp_path / "bad.toml"
-    cfg.write_text("[workload]\narrival_rate = 2.0\nburstiness = 3\n")
+    # (burstiness became a real key with issue 5; burst_factor is not one)
+    cfg.write_text("[workload]\narrival_rate = 2.0\nburst_factor = 3\n")
     code, _, err = run_cli(capsys, "run", "--config", str(cfg))
     assert code == 2
-    assert f"scenario from {cfg}" in err and "workload.burstiness: unknown key" in err
+    assert f"scenario from {cfg}" in err and "workload.burst_factor: unknown key" in err
 
 
 def test_unreadable_or_malformed_config(tmp_path, capsys) -> None:

@@ -12,8 +12,8 @@ from tokenmill.reference import simulate_reference
 
 from conftest import requests, run_kwargs, unit_step_cost
 
-FIELDS = ("first_token_s", "completion_s", "admitted_s", "preemptions", "generated_tokens",
-          "status", "replica", "itl_histogram")
+FIELDS = ("arrival_s", "first_token_s", "completion_s", "admitted_s", "preemptions",
+          "generated_tokens", "status", "replica", "itl_histogram")
 
 
 def both(arrival, prompt, output, cost, **kw):

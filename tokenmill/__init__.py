@@ -25,6 +25,8 @@ from .scenario import (
 )
 from .systems import Fabric, System
 from .workload import WorkloadArrays
+from .workloads.config import RateProfile, RequestClass, TraceSource
+from .workloads.describe import describe_workload
 
 __all__ = [
     "__version__",
@@ -52,5 +54,9 @@ __all__ = [
     "find_system",
     "memory_fit",
     "model_card",
+    "RateProfile",
+    "RequestClass",
+    "TraceSource",
+    "describe_workload",
     "simulate",
 ]

@@ -47,16 +47,21 @@ def run(
     prefix_granule_tokens: int = ...,
     prefix_caching: bool = ...,
     stop_time_s: float = ...,
+    concurrency: int = ...,
+    think_time_s: float = ...,
 ) -> dict[str, Any]:
     """Simulate replicas serving requests under a batching policy (docs/schedulers.md).
 
-    Returns per-request arrays (first_token_s, completion_s, admitted_s, preemptions,
-    generated_tokens, status, replica, prefix_hit_tokens), a dict "replicas" of per-replica
-    arrays (steps, preemptions, swap_out_blocks, swap_in_blocks, prefill_tokens,
-    recompute_tokens, decode_tokens, prefix_query_tokens, prefix_hit_tokens, max_step_tokens,
-    kv_peak_blocks, kv_blocks_in_use_at_end, swapped_at_end, busy_s, kv_block_seconds), the
-    inter-token-gap histogram (itl_histogram, itl_sum_s, itl_count, itl_max_s), the number of
-    events processed and end_time_s.
+    concurrency > 0 closes the loop: at most that many requests are outstanding, and each one
+    that finishes or is rejected lets the next arrive think_time_s later (not before its own
+    arrival_s). Returns per-request arrays (arrival_s: the arrival times used, first_token_s,
+    completion_s, admitted_s, preemptions, generated_tokens, status, replica,
+    prefix_hit_tokens), a dict "replicas" of per-replica arrays (steps, preemptions,
+    swap_out_blocks, swap_in_blocks, prefill_tokens, recompute_tokens, decode_tokens,
+    prefix_query_tokens, prefix_hit_tokens, max_step_tokens, kv_peak_blocks,
+    kv_blocks_in_use_at_end, swapped_at_end, busy_s, kv_block_seconds), the inter-token-gap
+    histogram (itl_histogram, itl_sum_s, itl_count, itl_max_s), the number of events processed
+    and end_time_s.
     """
 
 def _check_inputs(

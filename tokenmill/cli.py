@@ -20,6 +20,8 @@ from ._validation import describe_validation_error
 from ._version import __version__
 from . import cli_catalogue
 from .catalogue import tomllib
+from .cli_workload import WORKLOAD_FLAG_FIELDS, add_workload_arguments, apply_workload_flags
+from .cli_workload import register as register_workload_command
 from .engine import simulate
 from .errors import ConfigError
 from .report import RENDERERS
@@ -44,13 +46,7 @@ FLAG_FIELDS: dict[str, tuple[str, ...]] = {
     "preemption": ("scheduler", "preemption"),
     "swap_space": ("scheduler", "swap_space_gib"),
     "prefix_caching": ("scheduler", "prefix_caching"),
-    "arrival_rate": ("workload", "arrival_rate"),
-    "duration": ("workload", "duration_s"),
-    "num_requests": ("workload", "num_requests"),
-    "prompt_mean": ("workload", "prompt", "mean"),
-    "prompt_sigma": ("workload", "prompt", "sigma"),
-    "output_mean": ("workload", "output", "mean"),
-    "output_sigma": ("workload", "output", "sigma"),
+    **WORKLOAD_FLAG_FIELDS,
     "weights": ("precision", "weights"),
     "kv_cache": ("precision", "kv_cache"),
     "activations": ("precision", "activations"),
@@ -107,19 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--kv-blocks", type=whole, help="KV capacity in blocks (default: from memory)")
     g.add_argument("--gpu-memory-utilization", type=real, help="fraction of memory used (default 0.9)")
     g.add_argument("--step-overhead-ms", type=real, help="framework time per step (default 1.0)")
-    g = run.add_argument_group("workload")
-    g.add_argument("--arrival-rate", type=real, help="Poisson arrivals per second (default 10)")
-    g.add_argument("--duration", type=real, help="seconds of arrivals (default 60)")
-    g.add_argument("--num-requests", type=whole, help="stop arrivals after N requests")
-    g.add_argument("--prompt-mean", type=real, help="mean prompt tokens (default 512)")
-    g.add_argument("--prompt-sigma", type=real, help="log-normal sigma of prompts (default 0.5)")
-    g.add_argument("--output-mean", type=real, help="mean output tokens (default 128)")
-    g.add_argument("--output-sigma", type=real, help="log-normal sigma of outputs (default 0.5)")
+    add_workload_arguments(run)
+    g = run.add_argument_group("simulation")
     g.add_argument("--stop-time", type=real, help="stop the simulation at this time (s) and "
                    "report what is unfinished (default: run until drained)")
     g = run.add_argument_group("output")
     g.add_argument("--output", choices=sorted(RENDERERS), default="text", help="format (default text)")
     cli_catalogue.add_commands(sub, whole, real)
+    register_workload_command(sub)
     return parser
 
 
@@ -149,6 +140,7 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
                 node[key] = child
             node = child
         node[path[-1]] = value
+    apply_workload_flags(args, data)
     try:
         return Scenario.model_validate(data)
     except ValidationError as err:
@@ -164,6 +156,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     done = cli_catalogue.run_command(args)
     if done is not None:
         return done
+    if getattr(args, "handler", None) is not None:  # other commands (tokenmill workload ...)
+        return int(args.handler(args))
     try:
         scenario = scenario_from_args(args)
         result = simulate(scenario)

@@ -23,11 +23,16 @@ from .policy import ResolvedPolicy, resolve_policy
 from .result import RequestRecords, Result
 from .scenario import Scenario
 from .workload import WorkloadArrays, generate
+from .workloads.report import with_workload_details
 
 
 def simulate(scenario: Optional[Scenario] = None, *,
              workload: Optional[WorkloadArrays] = None) -> Result:
-    """Run one simulation. `workload` replaces the scenario's generated requests if given."""
+    """Run one simulation. `workload` replaces the scenario's generated requests if given.
+
+    With a closed loop (scenario.workload.concurrency), the workload's arrival times are the
+    earliest send times; the kernel decides the actual ones, which the result reports.
+    """
     started = time.perf_counter()
     scenario = scenario if scenario is not None else Scenario()
     model = scenario.model_arch()
@@ -59,18 +64,21 @@ def simulate(scenario: Optional[Scenario] = None, *,
         **_priority_args(arrays),
         **_swap_args(policy, fit, hw),
         **_prefix_args(policy, arrays),
+        concurrency=scenario.workload.concurrency or 0,
+        think_time_s=scenario.workload.think_time_s,
     )
     core_wall = time.perf_counter() - core_started
 
     records = RequestRecords(
-        arrival_s=arrays.arrival_s, prompt_tokens=arrays.prompt_tokens,
+        arrival_s=raw["arrival_s"], prompt_tokens=arrays.prompt_tokens,
         output_tokens=arrays.output_tokens, admitted_s=raw["admitted_s"],
         first_token_s=raw["first_token_s"], completion_s=raw["completion_s"],
         generated_tokens=raw["generated_tokens"], preemptions=raw["preemptions"],
         prefix_hit_tokens=raw["prefix_hit_tokens"], status=raw["status"],
-        replica=raw["replica"])
-    return summarise(scenario, model.name, hw.name, policy, fit, coeffs, records, raw, core_wall,
-                     started)
+        replica=raw["replica"], class_id=arrays.class_id, priority=arrays.priority)
+    result = summarise(scenario, model.name, hw.name, policy, fit, coeffs, records, raw,
+                       core_wall, started)
+    return with_workload_details(result, scenario, arrays)
 
 
 def _priority_args(arrays: WorkloadArrays) -> dict[str, Any]:

@@ -6,6 +6,12 @@ Python lists searched linearly, and the prefix cache is a dict with an OrderedDi
 eviction order. None of the kernel's shortcuts (step-indexed bases, block-phase buckets, running
 context sums, heaps, hash tables) appear here, so agreement between the two is evidence that
 the shortcuts are exact. The rules themselves are written down in docs/schedulers.md.
+
+Closed loop (concurrency C > 0): requests are sent in index order and at most C are
+outstanding. Requests 0..C-1 arrive at their arrival_s; whenever a request finishes or is
+rejected at time t, the next unsent request k arrives at max(arrival_s[k], t + think_time_s),
+and is queued with the other arrivals of that instant (one rejected while a step is being
+chosen arrives after that choice, at the same instant).
 """
 
 from __future__ import annotations
@@ -73,6 +79,7 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
                        prefix_offsets: Optional[np.ndarray] = None,
                        prefix_ids: Optional[np.ndarray] = None, prefix_granule_tokens: int = 0,
                        prefix_caching: bool = False, stop_time_s: float = math.inf,
+                       concurrency: int = 0, think_time_s: float = 0.0,
                        check_invariants: bool = False) -> dict:
     """Same inputs and outputs as tokenmill._core.run (cost as coefficients, not an array).
 
@@ -81,7 +88,14 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
     and the sequence limit."""
     n = len(arrival_s)
     B = block_size
-    arrival = [float(x) for x in arrival_s]
+    send_at = [float(x) for x in arrival_s]
+    # arrival[k] is known for k < n_issued: all of them in open loop, the first C in closed loop
+    if 0 < concurrency < n:
+        arrival = send_at[:concurrency] + [math.nan] * (n - concurrency)
+        n_issued = concurrency
+    else:
+        arrival = list(send_at)
+        n_issued = n
     prompt = [int(x) for x in prompt_tokens]
     output = [int(x) for x in output_tokens]
     prio = [int(x) for x in priority] if priority is not None else [0] * n
@@ -118,6 +132,12 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
         itl["sum"] += g * count
         itl["count"] += count
         itl["max"] = max(itl["max"], g)
+
+    def issue_next(now: float) -> None:
+        nonlocal n_issued
+        if n_issued < n:
+            arrival[n_issued] = max(send_at[n_issued], now + think_time_s)
+            n_issued += 1
 
     def free(rep: _Replica) -> int:
         return rep.empty + len(rep.evictable) * gb
@@ -204,6 +224,7 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
                 rep.running.remove(v)
                 release(rep, v)
                 status[v] = REJECTED_KV
+                issue_next(now)
             else:
                 if priority_scheduling:
                     v = max(rep.running, key=lambda i: (prio[i], i))
@@ -256,10 +277,12 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
                 if policy != CHUNKED and tgt - hit > max_batch_tokens:
                     rep.waiting.remove(i)
                     status[i] = REJECTED_BUDGET
+                    issue_next(now)
                     continue
                 if _ceil_div(tgt, B) > kv_capacity_blocks:
                     rep.waiting.remove(i)
                     status[i] = REJECTED_KV
+                    issue_next(now)
                     continue
                 c = tgt - hit
                 if policy == CHUNKED:
@@ -373,6 +396,7 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
         release(rep, i)
         status[i] = FINISHED
         completion[i] = now
+        issue_next(now)
 
     def end_step(r: int, now: float) -> None:
         rep = reps[r]
@@ -412,7 +436,7 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
     rr = 0
     end_time = 0.0
     while True:
-        t_arrival = arrival[cursor] if cursor < n else math.inf
+        t_arrival = arrival[cursor] if cursor < n_issued else math.inf
         t_event = events[0][0] if events else math.inf
         now = min(t_arrival, t_event)
         if now == math.inf:
@@ -427,7 +451,7 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
             end_step(r, now)
             if r not in dirty:
                 dirty.append(r)
-        while cursor < n and arrival[cursor] <= now:
+        while cursor < n_issued and arrival[cursor] <= now:
             r = rr
             rr = (rr + 1) % num_replicas
             replica_of[cursor] = r
@@ -457,6 +481,7 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
     replicas["busy_s"] = col([rep.busy_s for rep in reps], np.float64)
     replicas["kv_block_seconds"] = col([rep.kv_block_s for rep in reps], np.float64)
     return {
+        "arrival_s": col(arrival, np.float64),
         "first_token_s": col(first_token, np.float64),
         "completion_s": col(completion, np.float64),
         "admitted_s": col(admitted, np.float64),

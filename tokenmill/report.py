@@ -8,6 +8,7 @@ import math
 
 from .metrics import LatencyStats
 from .result import Result
+from .workloads.report import class_lines, workload_line, workload_notes
 
 
 def _ms(x: float) -> str:
@@ -21,19 +22,11 @@ def _latency_row(label: str, s: LatencyStats) -> str:
 
 def to_text(r: Result) -> str:
     sc = r.scenario
-    wl = sc.workload
-    limits = []
-    if wl.duration_s is not None:
-        limits.append(f"{wl.duration_s:g} s")
-    if wl.num_requests is not None:
-        limits.append(f"{wl.num_requests:,} requests")
     lines = [
         f"tokenmill - {r.model_name} ({sc.precision.weights} weights, {sc.precision.kv_dtype} KV) "
         f"on {sc.plan.tp} x {r.gpu_name} (tp={sc.plan.tp})",
         f"scheduler  {_policy_line(r)}",
-        f"workload   Poisson {wl.arrival_rate:g} req/s for {' or '.join(limits)}; prompt lognormal "
-        f"mean {wl.prompt.mean:g} (sigma {wl.prompt.sigma:g}), output lognormal mean "
-        f"{wl.output.mean:g} (sigma {wl.output.sigma:g}); seed {sc.seed}",
+        workload_line(r),
         "",
         f"requests   arrived {r.num_arrived:,}  finished {r.num_finished:,}  "
         f"unfinished {r.num_unfinished:,}  rejected {r.num_rejected:,}",
@@ -45,6 +38,7 @@ def to_text(r: Result) -> str:
         _latency_row("TPOT", r.tpot_ms),
         _latency_row("ITL", r.itl_ms),
         _latency_row("E2E", r.e2e_ms),
+        *class_lines(r),
         "",
         f"KV cache   {r.memory.kv_capacity_blocks:,} blocks of {r.memory.kv_block_size} tokens "
         f"({r.memory.kv_capacity_tokens:,} tokens); mean use {100 * r.kv_mean_utilization:.1f}%, "
@@ -56,7 +50,7 @@ def to_text(r: Result) -> str:
         f"simulation {r.events:,} events, {r.steps:,} steps; wall time {r.wall_time_s * 1e3:,.1f} ms "
         f"(core {r.core_wall_time_s * 1e3:,.1f} ms)",
     ]
-    notes = []
+    notes = workload_notes(r)
     if r.num_unfinished:
         notes.append(f"{r.num_unfinished:,} requests were still queued or running when the "
                      f"simulation stopped at {r.duration_s:g} s; latencies cover finished ones only")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -16,6 +16,8 @@ from .memory import MemoryFit
 from .metrics import LatencyStats
 from .policy import ResolvedPolicy
 from .scenario import Scenario
+from .workloads.class_stats import ClassStats
+from .workloads.info import WorkloadInfo
 
 STATUS_NAMES = {
     _core.STATUS_PENDING: "pending",
@@ -43,6 +45,8 @@ class RequestRecords:
     prefix_hit_tokens: np.ndarray
     status: np.ndarray
     replica: np.ndarray
+    class_id: Optional[np.ndarray] = None   # index into the workload's classes, if it has any
+    priority: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
         return int(self.arrival_s.shape[0])
@@ -76,7 +80,8 @@ class RequestRecords:
         return np.where(self.output_tokens > 1, tpot, np.nan)
 
     def columns(self) -> dict[str, np.ndarray]:
-        return {name: self[name] for name in self.column_names()}
+        """Every column this run has (class_id and priority only when the workload has them)."""
+        return {name: self[name] for name in self.column_names() if self[name] is not None}
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,8 @@ class Result:
     prefill_tokens_computed: int
     core_wall_time_s: float
     wall_time_s: float
+    workload_info: Optional[WorkloadInfo] = None   # source, and rows or draws left out or changed
+    class_stats: tuple[ClassStats, ...] = ()       # per request class, when there are classes
 
     @property
     def num_rejected(self) -> int:
@@ -165,6 +172,8 @@ class Result:
                 "prefix_hit_rate": self.prefix_hit_rate,
                 "max_step_tokens": self.max_step_tokens,
             },
+            "workload": self.workload_info.to_dict() if self.workload_info is not None else None,
+            "classes": [c.to_dict() for c in self.class_stats],
             "memory": self.memory.to_dict(),
             "simulation": {
                 "events": self.events,
@@ -185,8 +194,14 @@ class Result:
         """The summary as one flat row (for CSV): nested keys joined with '_'."""
         data = self.to_dict()
         data.pop("scenario")
+        classes = data.pop("classes")
+        if data.get("workload") is not None:  # lists do not fit one CSV cell each
+            data["workload"]["notes"] = " | ".join(data["workload"]["notes"])
+            data["workload"]["classes"] = ",".join(data["workload"]["classes"])
         row: dict[str, Any] = {}
         _flatten(data, "", row)
+        for c in classes:
+            _flatten({k: v for k, v in c.items() if k != "name"}, f"class_{c['name']}_", row)
         return row
 
 

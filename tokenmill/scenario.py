@@ -7,7 +7,6 @@ naming the field and the valid choices, so nothing wrong reaches the simulation.
 
 from __future__ import annotations
 
-import math
 from typing import Literal, Optional, Union
 
 from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
@@ -17,6 +16,8 @@ from .architecture import ModelArch
 from .catalogue import find_gpu, find_model, find_system
 from .hardware import Hardware
 from .precision import Precision, split_variant
+from .workloads.config import (LengthDistribution, RateProfile, RequestClass,  # noqa: F401
+                               TraceSource, Workload)
 
 # Accepted scheduler names and the policy each one selects.
 SCHEDULER_ALIASES = {
@@ -88,52 +89,6 @@ class SchedulerPolicy(StrictModel):
     def _check(self) -> "SchedulerPolicy":
         if self.name == "static" and self.prefix_caching:
             raise ValueError("prefix_caching is not modelled with request-level (static) batching")
-        return self
-
-
-class LengthDistribution(StrictModel):
-    """Token counts drawn log-normally, parameterised by their mean (the original's default)."""
-
-    kind: Literal["lognormal"] = Field(default="lognormal", description="Distribution family.")
-    mean: PositiveFloat = Field(description="Mean token count.")
-    sigma: float = Field(default=0.5, ge=0.0, le=4.0,
-                         description="Standard deviation of the underlying normal (0 = fixed).")
-
-
-class Workload(StrictModel):
-    """Open-loop Poisson arrivals with log-normal prompt and output lengths."""
-
-    arrival_rate: PositiveFloat = Field(default=10.0, description="Mean arrivals per second.")
-    duration_s: Optional[PositiveFloat] = Field(
-        default=60.0, description="Arrivals stop after this many seconds (None: no time limit).")
-    num_requests: Optional[PositiveInt] = Field(
-        default=None, description="Arrivals stop after this many requests (None: no count limit).")
-    prompt: LengthDistribution = Field(
-        default=LengthDistribution(mean=512.0), description="Prompt length in tokens.")
-    output: LengthDistribution = Field(
-        default=LengthDistribution(mean=128.0), description="Output length in tokens.")
-
-    @field_validator("arrival_rate")
-    @classmethod
-    def _finite_rate(cls, v: float) -> float:
-        if not math.isfinite(v):
-            raise ValueError("arrival_rate must be finite")
-        return v
-
-    @model_validator(mode="before")
-    @classmethod
-    def _count_without_time(cls, data: object) -> object:
-        # Asking for N requests without naming a duration means "N requests, however long".
-        if isinstance(data, dict) and data.get("num_requests") is not None and "duration_s" not in data:
-            return {**data, "duration_s": None}
-        return data
-
-    @model_validator(mode="after")
-    def _bounded(self) -> "Workload":
-        if self.duration_s is None and self.num_requests is None:
-            raise ValueError("give duration_s or num_requests (or both): arrivals must stop")
-        if self.duration_s is not None and not math.isfinite(self.duration_s):
-            raise ValueError("duration_s must be finite")
         return self
 
 
