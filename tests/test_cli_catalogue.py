@@ -121,8 +121,7 @@ def test_run_mixtral_and_deepseek_end_to_end(capsys) -> None:
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["--model", "mixtral-8x7b", "--tp", "4", "--ep", "4"], "not simulated yet"),
-    (["--model", "llama-3.1-405b", "--tp", "8", "--pp", "2"], "not simulated yet"),
+    (["--model", "llama-3.1-405b", "--tp", "16"], "scale-up domain"),
     (["--sparsity", "2:4", "--gpu", "tpu-v6e"], "do not accelerate 2:4"),
     (["--system", "nope-9000"], "unknown system 'nope-9000'"),
     (["--weights", "int4", "--activations", "int8", "--gpu", "b200", "--kv-cache", "int4"], "kv_cache"),

@@ -119,11 +119,12 @@ def test_sram_chips_hold_weights_and_kv_only() -> None:
     assert not groq.fits and groq.smallest_fitting_tp is None
 
 
-def test_simulate_refuses_pp_and_ep_but_scenario_accepts_them() -> None:
+def test_simulate_runs_ep_and_checks_it() -> None:
     sc = tm.Scenario(model="deepseek-v3", gpu="h200", plan=tm.Plan(tp=8, ep=8),
-                     precision=tm.Precision(weights="fp8"))
-    with pytest.raises(ConfigError, match="not simulated yet"):
-        tm.simulate(sc)
+                     precision=tm.Precision(weights="fp8"),
+                     workload=tm.Workload(arrival_rate=1.0, duration_s=5.0))
+    r = tm.simulate(sc)  # expert parallelism is simulated (priced like tensor parallelism)
+    assert r.num_finished == r.num_requests > 0
     with pytest.raises(ValueError, match="plan.ep = 2 but llama-3.1-8b is a dense model"):
         tm.Scenario(plan=tm.Plan(tp=2, ep=2))
 

@@ -9,6 +9,7 @@ from ._version import __version__
 from .architecture import ModelArch
 from .catalogue import find_fabric, find_gpu, find_model, find_system
 from .engine import simulate
+from .cluster_config import Disaggregation, PoolPlan, RouterConfig, SpeculativeDecoding
 from .errors import CapacityError, ConfigError, TokenmillError
 from .hardware import Hardware
 from .memory import MemoryFit, memory_fit
@@ -31,6 +32,10 @@ from .workloads.describe import describe_workload
 __all__ = [
     "__version__",
     "CapacityError",
+    "Disaggregation",
+    "PoolPlan",
+    "RouterConfig",
+    "SpeculativeDecoding",
     "ConfigError",
     "CostModelParams",
     "Fabric",

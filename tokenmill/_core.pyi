@@ -13,6 +13,14 @@ STATUS_FINISHED: int
 STATUS_REJECTED_BUDGET: int
 STATUS_REJECTED_KV: int
 STATUS_SWAPPED: int
+STATUS_TRANSFER: int
+
+ROUTER_ROUND_ROBIN: int
+ROUTER_RANDOM: int
+ROUTER_LEAST_REQUESTS: int
+ROUTER_LEAST_TOKENS: int
+ROUTER_POWER_OF_TWO: int
+ROUTER_PREFIX_AFFINITY: int
 
 POLICY_ORCA: int
 POLICY_CHUNKED: int
@@ -29,7 +37,7 @@ def run(
     arrival_s: npt.NDArray[np.float64],
     prompt_tokens: npt.NDArray[np.int32],
     output_tokens: npt.NDArray[np.int32],
-    cost: npt.NDArray[np.float64],
+    cost: npt.ArrayLike,
     *,
     num_replicas: int,
     max_batch_tokens: int,
@@ -49,26 +57,46 @@ def run(
     stop_time_s: float = ...,
     concurrency: int = ...,
     think_time_s: float = ...,
+    pipeline_stages: int = ...,
+    router: int = ...,
+    seed: int = ...,
+    balance_abs: int = ...,
+    balance_rel: float = ...,
+    cache_threshold: float = ...,
+    decode_replicas: int = ...,
+    decode_pipeline_stages: int = ...,
+    decode_max_batch_tokens: int = ...,
+    decode_max_num_seqs: int = ...,
+    decode_kv_capacity_blocks: int = ...,
+    decode_cost: npt.ArrayLike | None = ...,
+    decode_swap_capacity_blocks: int = ...,
+    decode_swap_seconds_per_block: float = ...,
+    kv_link_bytes_per_s: float = ...,
+    kv_link_latency_s: float = ...,
+    kv_bytes_per_token: float = ...,
+    spec_tokens: int = ...,
+    spec_acceptance: npt.ArrayLike | None = ...,
+    draft_cost: npt.ArrayLike | None = ...,
 ) -> dict[str, Any]:
-    """Simulate replicas serving requests under a batching policy (docs/schedulers.md).
+    """Simulate a cluster serving the requests (docs/schedulers.md, docs/cluster.md).
 
-    concurrency > 0 closes the loop: at most that many requests are outstanding, and each one
-    that finishes or is rejected lets the next arrive think_time_s later (not before its own
-    arrival_s). Returns per-request arrays (arrival_s: the arrival times used, first_token_s,
-    completion_s, admitted_s, preemptions, generated_tokens, status, replica,
-    prefix_hit_tokens), a dict "replicas" of per-replica arrays (steps, preemptions,
-    swap_out_blocks, swap_in_blocks, prefill_tokens, recompute_tokens, decode_tokens,
-    prefix_query_tokens, prefix_hit_tokens, max_step_tokens, kv_peak_blocks,
-    kv_blocks_in_use_at_end, swapped_at_end, busy_s, kv_block_seconds), the inter-token-gap
-    histogram (itl_histogram, itl_sum_s, itl_count, itl_max_s), the number of events processed
-    and end_time_s.
+    `cost` (and `decode_cost`) hold one row of len(COST_FIELDS) coefficients per pipeline
+    stage; `draft_cost` one row per pool. Returns per-request arrays (arrival_s,
+    first_token_s, completion_s, admitted_s, kv_ready_s, handoff_s, preemptions,
+    generated_tokens, status, replica, decode_replica, prefix_hit_tokens), a dict "replicas"
+    of per-engine arrays (steps, preemptions, swap_out_blocks, swap_in_blocks,
+    prefill_tokens, recompute_tokens, decode_tokens, prefix_query_tokens, prefix_hit_tokens,
+    max_step_tokens, kv_peak_blocks, kv_blocks_in_use_at_end, swapped_at_end,
+    capacity_blocks, pool, pipe, spec_tokens, kv_sent, kv_received, busy_s,
+    kv_block_seconds), a dict "pipes" of per-replica arrays (pool, stages, kv_transfers,
+    busiest_stage_busy_s, mean_stage_busy_s, kv_link_busy_s), the inter-token-gap histogram
+    (itl_histogram, itl_sum_s, itl_count, itl_max_s), the events processed and end_time_s.
     """
 
 def _check_inputs(
     arrival_s: npt.NDArray[np.float64],
     prompt_tokens: npt.NDArray[np.int32],
     output_tokens: npt.NDArray[np.int32],
-    cost: npt.NDArray[np.float64],
     num_replicas: int,
     max_batch_tokens: int,
     max_num_seqs: int,
@@ -84,6 +112,17 @@ def _check_inputs(
     prefix_granule_tokens: int,
     prefix_caching: bool,
     stop_time_s: float,
+) -> None: ...
+def _cost_rows(cost: npt.ArrayLike, rows: int, name: str) -> npt.NDArray[np.float64]: ...
+def _check_pool(
+    name: str,
+    replicas: int,
+    stages: int,
+    max_batch_tokens: int,
+    max_num_seqs: int,
+    capacity: int,
+    swap_capacity: int,
+    swap_s: float,
 ) -> None: ...
 
 @disjoint_base

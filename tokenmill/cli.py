@@ -20,6 +20,7 @@ from ._validation import describe_validation_error
 from ._version import __version__
 from . import cli_catalogue
 from .catalogue import tomllib
+from .cli_cluster import CLUSTER_FLAG_FIELDS, add_cluster_arguments, apply_cluster_flags
 from .cli_workload import WORKLOAD_FLAG_FIELDS, add_workload_arguments, apply_workload_flags
 from .cli_workload import register as register_workload_command
 from .engine import simulate
@@ -52,6 +53,7 @@ FLAG_FIELDS: dict[str, tuple[str, ...]] = {
     "activations": ("precision", "activations"),
     "step_overhead_ms": ("cost", "step_overhead_ms"),
     **cli_catalogue.CATALOGUE_FLAG_FIELDS,
+    **CLUSTER_FLAG_FIELDS,
 }
 
 
@@ -104,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--gpu-memory-utilization", type=real, help="fraction of memory used (default 0.9)")
     g.add_argument("--step-overhead-ms", type=real, help="framework time per step (default 1.0)")
     add_workload_arguments(run)
+    add_cluster_arguments(run, whole, real)
     g = run.add_argument_group("simulation")
     g.add_argument("--stop-time", type=real, help="stop the simulation at this time (s) and "
                    "report what is unfinished (default: run until drained)")
@@ -141,6 +144,7 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
             node = child
         node[path[-1]] = value
     apply_workload_flags(args, data)
+    apply_cluster_flags(args, data)
     try:
         return Scenario.model_validate(data)
     except ValidationError as err:

@@ -14,12 +14,12 @@ from typing import Any, Optional
 import numpy as np
 
 from . import _core
-from .costmodel import CostCoefficients, coefficients
+from .cluster import ClusterBuild, build_cluster
+from .cluster_stats import cluster_stats
 from .errors import ConfigError
-from .hardware import GIB, Hardware
-from .memory import MemoryFit, plan_memory
+from .hardware import GIB
 from .metrics import LatencyStats, itl_stats
-from .policy import ResolvedPolicy, resolve_policy
+from .policy import ResolvedPolicy
 from .result import RequestRecords, Result
 from .scenario import Scenario
 from .workload import WorkloadArrays, generate
@@ -36,15 +36,9 @@ def simulate(scenario: Optional[Scenario] = None, *,
     started = time.perf_counter()
     scenario = scenario if scenario is not None else Scenario()
     model = scenario.model_arch()
-    hw = scenario.hardware()
-    tp = scenario.plan.tp
-    if scenario.plan.pp > 1 or scenario.plan.ep > 1:
-        raise ConfigError(f"plan.pp = {scenario.plan.pp}, plan.ep = {scenario.plan.ep}: pipeline and "
-                          "expert parallelism are not simulated yet (only tp is); `tokenmill info` "
-                          "reports their memory fit")
-    policy = resolve_policy(scenario.scheduler, hw)
-    fit = plan_memory(model, hw, scenario.precision, tp, scenario.scheduler)
-    coeffs = coefficients(model, hw, scenario.precision, tp, scenario.cost)
+    build = build_cluster(scenario)
+    entry = build.entry
+    policy = entry.policy
     arrays = workload if workload is not None else generate(scenario.workload, scenario.seed)
 
     core_started = time.perf_counter()
@@ -52,20 +46,16 @@ def simulate(scenario: Optional[Scenario] = None, *,
         np.ascontiguousarray(arrays.arrival_s, dtype=np.float64),
         np.ascontiguousarray(arrays.prompt_tokens, dtype=np.int32),
         np.ascontiguousarray(arrays.output_tokens, dtype=np.int32),
-        coeffs.to_array(),
-        num_replicas=1,
-        max_batch_tokens=policy.max_batch_tokens,
-        max_num_seqs=policy.max_num_seqs,
         block_size=policy.kv_block_size,
-        kv_capacity_blocks=fit.kv_capacity_blocks,
         policy=policy.kernel_policy,
         priority_scheduling=policy.priority_scheduling,
         stop_time_s=scenario.stop_time_s if scenario.stop_time_s is not None else math.inf,
-        **_priority_args(arrays),
-        **_swap_args(policy, fit, hw),
-        **_prefix_args(policy, arrays),
         concurrency=scenario.workload.concurrency or 0,
         think_time_s=scenario.workload.think_time_s,
+        **build.kernel_args,
+        **_priority_args(arrays),
+        **_swap_args(build),
+        **_prefix_args(policy, arrays),
     )
     core_wall = time.perf_counter() - core_started
 
@@ -75,9 +65,9 @@ def simulate(scenario: Optional[Scenario] = None, *,
         first_token_s=raw["first_token_s"], completion_s=raw["completion_s"],
         generated_tokens=raw["generated_tokens"], preemptions=raw["preemptions"],
         prefix_hit_tokens=raw["prefix_hit_tokens"], status=raw["status"],
-        replica=raw["replica"], class_id=arrays.class_id, priority=arrays.priority)
-    result = summarise(scenario, model.name, hw.name, policy, fit, coeffs, records, raw,
-                       core_wall, started)
+        replica=raw["replica"], decode_replica=raw["decode_replica"],
+        kv_ready_s=raw["kv_ready_s"], class_id=arrays.class_id, priority=arrays.priority)
+    result = summarise(scenario, model.name, build, records, raw, core_wall, started)
     return with_workload_details(result, scenario, arrays)
 
 
@@ -87,16 +77,18 @@ def _priority_args(arrays: WorkloadArrays) -> dict[str, Any]:
     return {"priority": np.ascontiguousarray(arrays.priority, dtype=np.int32)}
 
 
-def _swap_args(policy: ResolvedPolicy, fit: MemoryFit, hw: Hardware) -> dict[str, Any]:
-    """Host capacity for swapped KV and the time to copy one block over the host link."""
+def _swap_args(build: ClusterBuild) -> dict[str, Any]:
+    """Host capacity for swapped KV (per replica: every chip has its swap space) and the time
+    to copy one block over the host link (chips copy their shares in parallel)."""
+    policy = build.entry.policy
     if policy.preemption != "swap":
         return {}
-    block_bytes = fit.kv_bytes_per_token * fit.kv_block_size  # per chip; chips copy in parallel
-    return {
-        "preemption": _core.PREEMPT_SWAP,
-        "swap_capacity_blocks": int(policy.swap_space_gib * GIB // block_bytes),
-        "swap_seconds_per_block": block_bytes / (hw.host_link_gbps * 1e9),
-    }
+    args: dict[str, Any] = {"preemption": _core.PREEMPT_SWAP}
+    for prefix, pool in zip(("", "decode_"), build.pools):
+        block_bytes = pool.fit.kv_bytes_per_token * pool.fit.kv_block_size  # per chip
+        args[f"{prefix}swap_capacity_blocks"] = int(policy.swap_space_gib * GIB // block_bytes)
+        args[f"{prefix}swap_seconds_per_block"] = block_bytes / (pool.hw.host_link_gbps * 1e9)
+    return args
 
 
 def _prefix_args(policy: ResolvedPolicy, arrays: WorkloadArrays) -> dict[str, Any]:
@@ -117,12 +109,11 @@ def _prefix_args(policy: ResolvedPolicy, arrays: WorkloadArrays) -> dict[str, An
             "prefix_ids": np.ascontiguousarray(arrays.prefix_ids, dtype=np.int64)}
 
 
-def summarise(scenario: Scenario, model_name: str, gpu_name: str, policy: ResolvedPolicy,
-              fit: MemoryFit, coeffs: CostCoefficients, records: RequestRecords, raw: dict,
-              core_wall: float, started: float) -> Result:
+def summarise(scenario: Scenario, model_name: str, build: ClusterBuild, records: RequestRecords,
+              raw: dict, core_wall: float, started: float) -> Result:
     """Build the Result's summary figures from the kernel's raw output."""
     status = records.status
-    counts = np.bincount(status, minlength=7)
+    counts = np.bincount(status, minlength=8)
     finished = status == _core.STATUS_FINISHED
     arrival = records.arrival_s[finished]
     first = records.first_token_s[finished]
@@ -132,24 +123,28 @@ def summarise(scenario: Scenario, model_name: str, gpu_name: str, policy: Resolv
     tpot = (done[multi] - first[multi]) / (out[multi] - 1)
     duration = float(raw["end_time_s"])
     reps = raw["replicas"]
-    capacity = fit.kv_capacity_blocks
+    capacity = reps["capacity_blocks"]
     out_tokens = int(out.sum(dtype=np.int64))
     in_tokens = int(records.prompt_tokens[finished].sum(dtype=np.int64))
     per_s = (lambda x: x / duration) if duration > 0 else (lambda x: float("nan"))
-    block_bytes_all_chips = fit.kv_bytes_per_token * fit.kv_block_size * scenario.plan.tp
+    entry = build.entry
+    swapped_bytes = sum(
+        float(reps["swap_out_blocks"][reps["pool"] == k].sum())
+        * pool.fit.kv_bytes_per_token * pool.fit.kv_block_size * pool.tp * pool.pp
+        for k, pool in enumerate(build.pools))
     return Result(
         scenario=scenario,
         model_name=model_name,
-        gpu_name=gpu_name,
-        policy=policy,
-        memory=fit,
-        cost=coeffs,
+        gpu_name=entry.hw.name,
+        policy=entry.policy,
+        memory=entry.fit,
+        cost=entry.costs[0],
         requests=records,
         num_requests=len(records),
         num_arrived=int(len(records) - counts[_core.STATUS_PENDING]),
         num_finished=int(counts[_core.STATUS_FINISHED]),
         num_unfinished=int(counts[_core.STATUS_WAITING] + counts[_core.STATUS_RUNNING]
-                           + counts[_core.STATUS_SWAPPED]),
+                           + counts[_core.STATUS_SWAPPED] + counts[_core.STATUS_TRANSFER]),
         num_rejected_token_budget=int(counts[_core.STATUS_REJECTED_BUDGET]),
         num_rejected_kv_capacity=int(counts[_core.STATUS_REJECTED_KV]),
         ttft_ms=LatencyStats.from_seconds(first - arrival),
@@ -160,13 +155,13 @@ def summarise(scenario: Scenario, model_name: str, gpu_name: str, policy: Resolv
         request_throughput=per_s(float(finished.sum())),
         output_token_throughput=per_s(float(out_tokens)),
         total_token_throughput=per_s(float(out_tokens + in_tokens)),
-        kv_mean_utilization=(float(reps["kv_block_seconds"].sum()) / (duration * capacity)
+        kv_mean_utilization=(float(reps["kv_block_seconds"].sum()) / (duration * float(capacity.sum()))
                              if duration > 0 else 0.0),
-        kv_peak_utilization=float(reps["kv_peak_blocks"].max()) / capacity,
+        kv_peak_utilization=float((reps["kv_peak_blocks"] / capacity).max()),
         kv_peak_blocks=int(reps["kv_peak_blocks"].max()),
         preemptions=int(reps["preemptions"].sum()),
         recomputed_tokens=int(reps["recompute_tokens"].sum()),
-        swapped_out_bytes=float(reps["swap_out_blocks"].sum()) * block_bytes_all_chips,
+        swapped_out_bytes=swapped_bytes,
         prefix_hit_rate=(float(reps["prefix_hit_tokens"].sum()) / float(reps["prefix_query_tokens"].sum())
                          if reps["prefix_query_tokens"].sum() > 0 else 0.0),
         max_step_tokens=int(reps["max_step_tokens"].max()),
@@ -175,4 +170,5 @@ def summarise(scenario: Scenario, model_name: str, gpu_name: str, policy: Resolv
         prefill_tokens_computed=int(reps["prefill_tokens"].sum()),
         core_wall_time_s=core_wall,
         wall_time_s=time.perf_counter() - started,
+        cluster=cluster_stats(build, raw, duration),
     )

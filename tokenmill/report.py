@@ -24,7 +24,7 @@ def to_text(r: Result) -> str:
     sc = r.scenario
     lines = [
         f"tokenmill - {r.model_name} ({sc.precision.weights} weights, {sc.precision.kv_dtype} KV) "
-        f"on {sc.plan.tp} x {r.gpu_name} (tp={sc.plan.tp})",
+        f"on {_cluster_line(r)}",
         f"scheduler  {_policy_line(r)}",
         workload_line(r),
         "",
@@ -50,6 +50,7 @@ def to_text(r: Result) -> str:
         f"simulation {r.events:,} events, {r.steps:,} steps; wall time {r.wall_time_s * 1e3:,.1f} ms "
         f"(core {r.core_wall_time_s * 1e3:,.1f} ms)",
     ]
+    lines[-1:-1] = _cluster_lines(r)
     notes = workload_notes(r)
     if r.num_unfinished:
         notes.append(f"{r.num_unfinished:,} requests were still queued or running when the "
@@ -67,6 +68,48 @@ def to_text(r: Result) -> str:
         lines.append("")
         lines.extend(f"note: {n}" for n in notes)
     return "\n".join(lines) + "\n"
+
+
+def _pool_text(p) -> str:
+    stages = f", pp={p.pp}" if p.pp > 1 else ""
+    return f"{p.replicas} x {p.tp * p.pp} {p.gpu} (tp={p.tp}{stages})"
+
+
+def _cluster_line(r: Result) -> str:
+    c = r.cluster
+    if c is None:
+        return r.gpu_name
+    if len(c.pools) == 1:
+        text = _pool_text(c.pools[0])
+    else:
+        text = f"prefill {_pool_text(c.pools[0])} + decode {_pool_text(c.pools[1])}"
+    if c.pools[0].replicas > 1:
+        text += f", router {c.router}"
+    return text
+
+
+def _cluster_lines(r: Result) -> list[str]:
+    """Per pool and per replica, when there is more than one replica or pool."""
+    c = r.cluster
+    if c is None or (len(c.pools) == 1 and c.pools[0].replicas == 1 and r.scenario.speculative is None):
+        return []
+    lines = [""]
+    for p in c.pools:
+        lines.append(f"pool       {p.role}: {_pool_text(p)}, busy {100 * p.busy_fraction:.1f}% "
+                     "(busiest stage, mean over replicas)")
+    if len(c.replicas) > 1:
+        shown = c.replicas[:8]
+        lines.append("replicas   " + "; ".join(
+            f"#{x.index} {x.pool} {x.requests:,} req, busy {100 * x.busy_fraction:.0f}%" for x in shown)
+            + ("; ..." if len(c.replicas) > len(shown) else ""))
+    if len(c.pools) == 2:
+        t = c.kv_transfer_ms
+        lines.append(f"KV moves   {t.count:,} transfers, p50 {_ms(t.p50)} ms, p99 {_ms(t.p99)} ms "
+                     f"(prefill done -> KV on decode side); link use {100 * c.kv_link_utilization:.1f}%")
+    if r.scenario.speculative is not None:
+        lines.append(f"speculation {c.spec_tokens_per_step:.2f} tokens per decode step "
+                     f"(expected {r.scenario.speculative.expected_tokens_per_step():.2f})")
+    return lines
 
 
 def _policy_line(r: Result) -> str:

@@ -16,6 +16,7 @@ from .memory import MemoryFit
 from .metrics import LatencyStats
 from .policy import ResolvedPolicy
 from .scenario import Scenario
+from .cluster_stats import ClusterStats
 from .workloads.class_stats import ClassStats
 from .workloads.info import WorkloadInfo
 
@@ -27,6 +28,7 @@ STATUS_NAMES = {
     _core.STATUS_REJECTED_BUDGET: "rejected_token_budget",
     _core.STATUS_REJECTED_KV: "rejected_kv_capacity",
     _core.STATUS_SWAPPED: "swapped",
+    _core.STATUS_TRANSFER: "kv_transfer",
 }
 
 
@@ -45,6 +47,8 @@ class RequestRecords:
     prefix_hit_tokens: np.ndarray
     status: np.ndarray
     replica: np.ndarray
+    decode_replica: Optional[np.ndarray] = None  # disaggregated: the decode engine (-1 if none)
+    kv_ready_s: Optional[np.ndarray] = None      # disaggregated: KV arrival on the decode side
     class_id: Optional[np.ndarray] = None   # index into the workload's classes, if it has any
     priority: Optional[np.ndarray] = None
 
@@ -122,6 +126,7 @@ class Result:
     prefill_tokens_computed: int
     core_wall_time_s: float
     wall_time_s: float
+    cluster: Optional[ClusterStats] = None         # pools, replicas, KV transfers, speculation
     workload_info: Optional[WorkloadInfo] = None   # source, and rows or draws left out or changed
     class_stats: tuple[ClassStats, ...] = ()       # per request class, when there are classes
 
@@ -135,7 +140,7 @@ class Result:
             "tokenmill_version": __version__,
             "scenario": self.scenario.model_dump(mode="json"),
             "resolved": {"model": self.model_name, "gpu": self.gpu_name,
-                         "chips_per_replica": self.scenario.plan.tp, "replicas": 1},
+                         "chips": self.cluster.chips if self.cluster is not None else None},
             "requests": {
                 "total": self.num_requests,
                 "arrived": self.num_arrived,
@@ -172,6 +177,7 @@ class Result:
                 "prefix_hit_rate": self.prefix_hit_rate,
                 "max_step_tokens": self.max_step_tokens,
             },
+            "cluster": self.cluster.to_dict() if self.cluster is not None else None,
             "workload": self.workload_info.to_dict() if self.workload_info is not None else None,
             "classes": [c.to_dict() for c in self.class_stats],
             "memory": self.memory.to_dict(),

@@ -13,11 +13,12 @@ from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_v
 
 from ._validation import StrictModel
 from .architecture import ModelArch
-from .catalogue import find_gpu, find_model, find_system
+from .catalogue import find_fabric, find_gpu, find_model, find_system
 from .hardware import Hardware
 from .precision import Precision, split_variant
 from .workloads.config import (LengthDistribution, RateProfile, RequestClass,  # noqa: F401
                                TraceSource, Workload)
+from .cluster_config import Disaggregation, PoolPlan, RouterConfig, SpeculativeDecoding  # noqa: F401
 
 # Accepted scheduler names and the policy each one selects.
 SCHEDULER_ALIASES = {
@@ -27,15 +28,21 @@ SCHEDULER_ALIASES = {
 
 
 class Plan(StrictModel):
-    """How one replica of the model is laid out over chips."""
+    """How the model is laid out over chips: a replica is pp stages of tp chips; the entry
+    pool has `replicas` of them (data parallelism)."""
 
     tp: PositiveInt = Field(default=1, description="Tensor-parallel degree (chips per stage).")
     pp: PositiveInt = Field(
-        default=1, description="Pipeline stages per replica (memory fit only: simulate() refuses "
-        "pp > 1 until pipeline scheduling is modelled).")
+        default=1, description="Pipeline stages per replica (each runs its share of the layers; "
+        "micro-batches fill the pipeline, docs/cluster.md).")
     ep: PositiveInt = Field(
         default=1, description="Expert-parallel groups inside the tensor-parallel group (must "
-        "divide tp and the experts; memory fit only: simulate() refuses ep > 1 for now).")
+        "divide tp and the experts). Changes where experts live, not the average bytes a step "
+        "reads; its all-to-all is priced like the all-reduce it replaces.")
+    replicas: PositiveInt = Field(default=1, description="Identical replicas behind the router.")
+    gpus: Optional[PositiveInt] = Field(
+        default=None, description="Total chips, instead of replicas: replicas = gpus / (tp x pp); "
+        "without an explicit tp the smallest tp that fits the model is chosen.")
 
 
 class SchedulerPolicy(StrictModel):
@@ -126,6 +133,14 @@ class Scenario(StrictModel):
     scheduler: SchedulerPolicy = Field(default=SchedulerPolicy(), description="Batching policy.")
     workload: Workload = Field(default=Workload(), description="The requests to serve.")
     cost: CostModelParams = Field(default=CostModelParams(), description="Cost-model parameters.")
+    router: RouterConfig = Field(default=RouterConfig(), description="Request routing.")
+    disaggregation: Optional[Disaggregation] = Field(
+        default=None, description="Separate prefill and decode pools (None: unified replicas).")
+    speculative: Optional[SpeculativeDecoding] = Field(
+        default=None, description="Speculative decoding or MTP heads (None: off).")
+    fabric: Optional[str] = Field(
+        default=None, description="Scale-out fabric preset between nodes (None: the system's "
+        "default, else ndr-400).")
     seed: int = Field(default=42, ge=0, description="Seed of every random draw in the run.")
     stop_time_s: Optional[PositiveFloat] = Field(
         default=None, description="Stop the simulation at this time and report what is "
@@ -153,7 +168,14 @@ class Scenario(StrictModel):
             chip = find_system(system).chip
             if "gpu" not in data:
                 data["gpu"] = chip
-        return data
+        return _plan_from_gpus(data)
+
+    @field_validator("fabric")
+    @classmethod
+    def _known_fabric(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None:
+            find_fabric(v)
+        return v
 
     @field_validator("system")
     @classmethod
@@ -202,8 +224,44 @@ class Scenario(StrictModel):
         if self.plan.tp > hw.scale_up_domain:
             raise ValueError(f"plan.tp = {self.plan.tp} exceeds {hw.name}'s scale-up domain of "
                              f"{hw.scale_up_domain} chips; tensor parallelism across nodes is "
-                             "not modelled")
+                             "not modelled (use pipeline stages across nodes)")
+        plan = self.plan
+        if plan.gpus is not None and plan.tp * plan.pp * plan.replicas != plan.gpus:
+            raise ValueError(f"plan.gpus = {plan.gpus} but tp x pp x replicas = "
+                             f"{plan.tp} x {plan.pp} x {plan.replicas} = "
+                             f"{plan.tp * plan.pp * plan.replicas}")
+        spec = self.speculative
+        pools_pp = [plan.pp] if self.disaggregation is None else [
+            self.disaggregation.prefill.pp, self.disaggregation.decode.pp]
+        if spec is not None and max(pools_pp) > 1:
+            raise ValueError("speculative decoding is not modelled with pipeline parallelism")
+        if spec is not None and self.scheduler.preemption == "swap":
+            raise ValueError("speculative decoding is not modelled with swap preemption")
+        if self.disaggregation is not None:
+            if self.scheduler.name == "static":
+                raise ValueError("request-level (static) batching is not modelled with "
+                                 "disaggregated prefill and decode")
+            if plan.replicas != 1 or plan.gpus is not None:
+                raise ValueError("with disaggregation give replicas per pool "
+                                 "(disaggregation.prefill.replicas, .decode.replicas), not "
+                                 "plan.replicas or plan.gpus")
+            for role, pool in (("prefill", self.disaggregation.prefill),
+                               ("decode", self.disaggregation.decode)):
+                chip = self.hardware_named(pool.gpu) if pool.gpu else hw
+                model.check_tensor_parallel(pool.tp or plan.tp)
+                model.stage_layers(pool.pp, 0)
+                if (pool.tp or plan.tp) > chip.scale_up_domain:
+                    raise ValueError(f"disaggregation.{role}.tp = {pool.tp or plan.tp} exceeds "
+                                     f"{chip.name}'s scale-up domain of {chip.scale_up_domain}")
+        if self.router.name == "prefix-affinity" and not self.scheduler.name == "vllm" \
+                and not self.scheduler.prefix_caching:
+            raise ValueError("router 'prefix-affinity' needs prefix caching: use scheduler "
+                             "'vllm' or set scheduler.prefix_caching = true")
         return self
+
+    def hardware_named(self, name: str) -> Hardware:
+        """Another chip of the scenario (a disaggregated pool's), with its own scale-up domain."""
+        return find_gpu(name)
 
     def model_arch(self) -> ModelArch:
         return self.model if isinstance(self.model, ModelArch) else find_model(self.model)
@@ -216,3 +274,50 @@ class Scenario(StrictModel):
             if domain != hw.scale_up_domain:
                 hw = hw.model_copy(update={"scale_up_domain": domain})
         return hw
+
+
+def _plan_from_gpus(data: dict) -> dict:
+    """plan.gpus given without replicas: derive replicas (and tp, if not given, as the smallest
+    degree that fits the model in memory and divides the chips)."""
+    plan = data.get("plan")
+    if isinstance(plan, Plan):
+        plan = plan.model_dump(exclude_unset=True)
+    if not isinstance(plan, dict) or plan.get("gpus") is None or "replicas" in plan:
+        return data
+    gpus, pp = plan["gpus"], plan.get("pp", 1)
+    if not isinstance(gpus, int) or not isinstance(pp, int) or gpus < 1 or pp < 1:
+        return data  # the field validators report it
+    plan = dict(plan)
+    if "tp" not in plan:
+        plan["tp"] = _smallest_fitting_tp(data, gpus, pp)
+    if gpus % (plan["tp"] * pp) != 0:
+        raise ValueError(f"plan.gpus = {gpus} is not a multiple of tp x pp = {plan['tp']} x {pp}")
+    plan["replicas"] = gpus // (plan["tp"] * pp)
+    return {**data, "plan": plan}
+
+
+def _smallest_fitting_tp(data: dict, gpus: int, pp: int) -> int:
+    from .architecture import valid_tp_degrees
+    from .errors import CapacityError
+    from .memory import plan_memory
+
+    model_ref = data.get("model", "llama-3.1-8b")
+    model = find_model(model_ref) if isinstance(model_ref, str) else model_ref
+    gpu = data.get("gpu", "h100")
+    hw = find_gpu(gpu) if isinstance(gpu, str) else gpu
+    precision = data.get("precision", Precision())
+    if isinstance(precision, dict):
+        precision = Precision.model_validate(precision)
+    sched = data.get("scheduler", SchedulerPolicy())
+    if isinstance(sched, dict):
+        sched = SchedulerPolicy.model_validate(sched)
+    for tp in valid_tp_degrees(model, limit=hw.scale_up_domain):
+        if gpus % (tp * pp):
+            continue
+        try:
+            plan_memory(model, hw, precision, tp, sched, pp=pp)
+        except CapacityError:
+            continue
+        return tp
+    raise ValueError(f"plan.gpus = {gpus}: no tensor-parallel degree within {hw.name}'s scale-up "
+                     f"domain divides {gpus} / pp {pp} and fits {model.name}")
