@@ -28,7 +28,7 @@
 
 cimport cython
 from libc.stdint cimport int8_t, int32_t, int64_t, uint64_t
-from libc.stdlib cimport malloc, calloc, free
+from libc.stdlib cimport malloc, calloc, realloc, free
 from libc.math cimport INFINITY, NAN, isnan, isfinite
 
 from event_heap cimport Event, EventHeap, heap_init, heap_release, heap_push, heap_pop
@@ -58,6 +58,9 @@ cdef enum:
     EV_KV_ARRIVED = 1       # target: request
 
 cdef enum:
+    TS_FIELDS = 4           # queue, running, kv blocks, busy
+
+cdef enum:
     RT_ROUND_ROBIN = 0
     RT_RANDOM = 1
     RT_LEAST_REQUESTS = 2
@@ -82,6 +85,8 @@ STATUS_REJECTED_BUDGET = ST_REJECTED_BUDGET
 STATUS_REJECTED_KV = ST_REJECTED_KV
 STATUS_SWAPPED = ST_SWAPPED
 STATUS_TRANSFER = ST_TRANSFER
+
+TIMESERIES_FIELDS = ("queue", "running", "kv_blocks", "busy")
 
 ROUTER_ROUND_ROBIN = RT_ROUND_ROBIN
 ROUTER_RANDOM = RT_RANDOM
@@ -260,6 +265,16 @@ ctypedef struct Sim:
     const double* spec_acc  # probability the j-th proposal is accepted, given the ones before
     int32_t* held           # speculative decoding: KV blocks a decoding request holds
     int64_t rr_next
+    # time series: per bucket of ts_dt seconds and per engine, the integrals over time of the
+    # queue (waiting, swapped and incoming requests), the running batch, the KV blocks in
+    # use and the busy time, laid out [bucket][engine][TS_FIELDS]
+    double ts_dt
+    int64_t ts_cap
+    double* ts
+    double* ts_last
+    bint oom
+    double* prefill_busy    # per request: time in steps that computed its prompt, before its
+                            # first token (re-prefills after a preemption included)
     int32_t* dirty_stack
     int64_t n_dirty
     # inter-token gaps
@@ -305,6 +320,61 @@ cdef inline void mark_dirty(Sim* s, int64_t r) noexcept nogil:
         s.n_dirty += 1
 
 
+cdef inline int64_t free_blocks(Sim* s, Replica* rep) noexcept nogil:
+    """Blocks a request may take: empty ones plus cached blocks nobody references."""
+    return rep.empty_blocks + rep.cache.n_evictable * s.granule_blocks
+
+
+cdef void ts_grow(Sim* s, int64_t bucket) noexcept nogil:
+    """Make room for time-series buckets up to `bucket` (amortised doubling)."""
+    cdef int64_t cap = s.ts_cap, k, width = s.n_reps * TS_FIELDS
+    cdef double* grown
+    while cap <= bucket:
+        cap *= 2
+    grown = <double*> realloc(s.ts, cap * width * sizeof(double))
+    if grown == NULL:
+        s.oom = True
+        return
+    for k in range(s.ts_cap * width, cap * width):
+        grown[k] = 0.0
+    s.ts = grown
+    s.ts_cap = cap
+
+
+cdef void ts_touch(Sim* s, int64_t r, double now) noexcept nogil:
+    """Add engine r's state since its last change to the time series. Called before anything
+    that changes its queue, batch, KV use or busy state, so the state is constant in between."""
+    cdef Replica* rep
+    cdef double t0, end, seg, q, run, kv, busy
+    cdef int64_t b, base
+    if s.ts_dt <= 0.0:
+        return
+    t0 = s.ts_last[r]
+    if now <= t0:
+        return
+    rep = &s.reps[r]
+    q = <double> (rep.n_waiting + rep.n_swapped + rep.n_incoming)
+    run = <double> rep.n_running
+    kv = <double> (rep.capacity - free_blocks(s, rep))
+    busy = 1.0 if rep.busy else 0.0
+    b = <int64_t> (t0 / s.ts_dt)
+    while t0 < now:
+        if b >= s.ts_cap:
+            ts_grow(s, b)
+            if s.oom:
+                return
+        end = (b + 1) * s.ts_dt
+        seg = (end if end < now else now) - t0
+        base = (b * s.n_reps + r) * TS_FIELDS
+        s.ts[base] += q * seg
+        s.ts[base + 1] += run * seg
+        s.ts[base + 2] += kv * seg
+        s.ts[base + 3] += busy * seg
+        t0 = end if end < now else now
+        b += 1
+    s.ts_last[r] = now
+
+
 cdef inline void issue_next(Sim* s, double now) noexcept nogil:
     """A request ended (finished or rejected) at `now`: in closed loop its client sends the next
     unissued request after the think time, but not before that request's own send time (vLLM
@@ -319,9 +389,6 @@ cdef inline void issue_next(Sim* s, double now) noexcept nogil:
         s.n_issued += 1
 
 
-cdef inline int64_t free_blocks(Sim* s, Replica* rep) noexcept nogil:
-    """Blocks a request may take: empty ones plus cached blocks nobody references."""
-    return rep.empty_blocks + rep.cache.n_evictable * s.granule_blocks
 
 
 cdef inline void take_blocks(Sim* s, Replica* rep, int64_t m) noexcept nogil:
@@ -846,6 +913,7 @@ cdef int start_step(Sim* s, int64_t r, double now) noexcept nogil:
     cdef double dur, extra = 0.0, ctx
     cdef StepShape shape, prefill_only
 
+    ts_touch(s, r, now)
     rep.n_swapin = 0
     # 1. Running requests first: more blocks for every decode that crosses a block boundary
     #    and the blocks of each prefill chunk in progress; preempt while they do not fit.
@@ -1007,6 +1075,7 @@ cdef inline void hand_over(Sim* s, Replica* rep, int32_t i, double now) noexcept
     the decode engine produces every output token, the first included."""
     cdef int64_t d = pick_decode_engine(s)
     cdef Replica* dec = &s.reps[d]
+    ts_touch(s, d, now)
     s.handoff[i] = now
     run_remove(s, rep, i)
     rep.n_handoff += 1
@@ -1027,6 +1096,8 @@ cdef void kv_arrived(Sim* s, int32_t i, double now) noexcept nogil:
     cdef int64_t p = s.replica_of[i], d = s.decode_of[i]
     cdef Replica* pre = &s.reps[p]
     cdef Replica* dec = &s.reps[d]
+    ts_touch(s, p, now)
+    ts_touch(s, d, now)
     pre.empty_blocks += private_blocks(s, i, s.computed[i])
     drop_refs(s, pre, i)
     pre.n_handoff -= 1
@@ -1043,6 +1114,7 @@ cdef int end_step(Sim* s, int64_t r, double now) noexcept nogil:
     cdef int64_t step = rep.step
     cdef int64_t k, kept = 0, j, got
     cdef int32_t i, nxt
+    ts_touch(s, r, now)
     if rep.step_decodes > 0:
         record_gap(s, rep.step_dur, rep.step_decodes)
     for k in range(rep.n_swapin):
@@ -1076,6 +1148,8 @@ cdef int end_step(Sim* s, int64_t r, double now) noexcept nogil:
     rep.n_swapin = 0
     for k in range(rep.n_pre):
         i = rep.pre_ids[k]
+        if s.chunk[i] > 0 and s.generated[i] == 0:
+            s.prefill_busy[i] += rep.step_dur
         s.computed[i] += s.chunk[i]
         s.chunk[i] = 0
         if s.caching:
@@ -1211,6 +1285,7 @@ cdef inline int queue_arrivals(Sim* s, int64_t* cursor, double now) noexcept nog
         i = <int32_t> cursor[0]
         r = route(s, i)
         rep = &s.reps[r]
+        ts_touch(s, r, now)
         s.replica_of[i] = <int32_t> r
         s.status[i] = ST_WAITING
         rep.n_outstanding += 1
@@ -1250,7 +1325,7 @@ cdef int event_loop(Sim* s, double stop_time, double* end_time) noexcept nogil:
                 return -1
             mark_dirty(s, ev.target)
         # ...then every request arriving now joins a queue...
-        if queue_arrivals(s, &cursor, now) < 0:
+        if queue_arrivals(s, &cursor, now) < 0 or s.oom:
             return -1
         # ...and then each idle engine with news picks its next step.
         while s.n_dirty > 0:
@@ -1360,7 +1435,8 @@ def run(const double[::1] arrival_s not None,
         double kv_bytes_per_token=0.0,
         int64_t spec_tokens=0,
         spec_acceptance=None,
-        draft_cost=None):
+        draft_cost=None,
+        double timeseries_dt=0.0):
     """Simulate a cluster serving the requests under a batching policy.
 
     The entry pool has `num_replicas` replicas of `pipeline_stages` stages (one engine per
@@ -1373,8 +1449,10 @@ def run(const double[::1] arrival_s not None,
     pool) and accepts the j-th with probability spec_acceptance[j] given the ones before. With
     `concurrency` C > 0 the loop is closed: at most C requests are outstanding, and each that
     finishes or is rejected lets the next arrive think_time_s later (not before its own
-    arrival_s). Returns a dict of per-request arrays, per-engine and per-replica statistics and
-    the inter-token-gap histogram. See tokenmill/_core.pyi and docs/.
+    arrival_s). With `timeseries_dt` > 0 it also records, per engine and per bucket of that many
+    seconds, the time integrals of its queue, running batch, KV blocks in use and busy time.
+    Returns a dict of per-request arrays, per-engine and per-replica statistics, the time
+    series and the inter-token-gap histogram. See tokenmill/_core.pyi and docs/.
     """
     cdef int64_t n = arrival_s.shape[0], k, r, p, e, row, pool
     cdef Sim s
@@ -1439,6 +1517,8 @@ def run(const double[::1] arrival_s not None,
             draft_rows = _cost_rows(draft_cost, len(pools), "draft_cost")
     if prefix_caching:
         granule_blocks = prefix_granule_tokens // block_size
+    if not (isfinite(timeseries_dt) and timeseries_dt >= 0.0):
+        raise ValueError(f"timeseries_dt must be finite and >= 0; got {timeseries_dt}")
 
     cost_rows = [pl["cost"] for pl in pools] + ([draft_rows] if draft_rows is not None else [])
     costs = np.ascontiguousarray(np.concatenate(cost_rows, axis=0))
@@ -1450,6 +1530,8 @@ def run(const double[::1] arrival_s not None,
     admitted = np.full(n, np.nan)
     kv_ready = np.full(n, np.nan)
     handoff = np.full(n, np.nan)
+    prefill_busy = np.zeros(n)
+    ts_last = np.zeros(n_engines)
     preemptions = np.zeros(n, dtype=np.int32)
     generated = np.zeros(n, dtype=np.int32)
     status = np.zeros(n, dtype=np.int8)
@@ -1484,6 +1566,8 @@ def run(const double[::1] arrival_s not None,
     cdef double[::1] admitted_v = admitted
     cdef double[::1] kv_ready_v = kv_ready
     cdef double[::1] handoff_v = handoff
+    cdef double[::1] prefill_busy_v = prefill_busy
+    cdef double[::1] ts_last_v = ts_last
     cdef int32_t[::1] preemptions_v = preemptions
     cdef int32_t[::1] generated_v = generated
     cdef int8_t[::1] status_v = status
@@ -1527,6 +1611,10 @@ def run(const double[::1] arrival_s not None,
     s.admitted = &admitted_v[0] if n > 0 else NULL
     s.kv_ready = &kv_ready_v[0] if n > 0 else NULL
     s.handoff = &handoff_v[0] if n > 0 else NULL
+    s.prefill_busy = &prefill_busy_v[0] if n > 0 else NULL
+    s.ts_dt = timeseries_dt
+    s.ts_last = &ts_last_v[0]
+    s.oom = False
     s.preemptions = &preemptions_v[0] if n > 0 else NULL
     s.generated = &generated_v[0] if n > 0 else NULL
     s.status = &status_v[0] if n > 0 else NULL
@@ -1584,8 +1672,12 @@ def run(const double[::1] arrival_s not None,
     s.pipes = <Pipe*> calloc(n_pipes, sizeof(Pipe))
     s.costs = <CostCoeffs*> malloc(costs.shape[0] * sizeof(CostCoeffs))
     s.dirty_stack = <int32_t*> malloc(n_engines * sizeof(int32_t))
+    s.ts_cap = 64
+    s.ts = <double*> calloc(s.ts_cap * n_engines * TS_FIELDS, sizeof(double)) if timeseries_dt > 0 else NULL
     s.events.data = NULL
     try:
+        if timeseries_dt > 0 and s.ts == NULL:
+            raise MemoryError("tokenmill core: out of memory allocating the time series")
         if (s.reps == NULL or s.pipes == NULL or s.costs == NULL or s.dirty_stack == NULL
                 or heap_init(&s.events, 2 * n_engines + 16) < 0):
             raise MemoryError("tokenmill core: out of memory allocating simulation state")
@@ -1621,7 +1713,9 @@ def run(const double[::1] arrival_s not None,
             rc = event_loop(&s, stop_time_s, &end_time)
             if rc == 0:
                 finalise_unfinished(&s, stop_time_s)
-        if rc < 0:
+                for r in range(n_engines):  # close every engine's time series at the end
+                    ts_touch(&s, r, end_time)
+        if rc < 0 or s.oom:
             raise MemoryError("tokenmill core: out of memory during the simulation")
         return {
             "arrival_s": arrived,
@@ -1630,6 +1724,8 @@ def run(const double[::1] arrival_s not None,
             "admitted_s": admitted,
             "kv_ready_s": kv_ready,
             "handoff_s": handoff,
+            "prefill_busy_s": prefill_busy,
+            "timeseries": _timeseries(&s, end_time),
             "preemptions": preemptions,
             "generated_tokens": generated,
             "status": status,
@@ -1663,6 +1759,7 @@ def run(const double[::1] arrival_s not None,
         free(s.reps)
         free(s.pipes)
         free(s.costs)
+        free(s.ts)
         free(s.dirty_stack)
         heap_release(&s.events)
 
@@ -1782,6 +1879,27 @@ cdef dict _replica_stats(Sim* s):
     out = {name: ints[k].copy() for k, name in enumerate(names_int)}
     out["busy_s"] = floats[0].copy()
     out["kv_block_seconds"] = floats[1].copy()
+    return out
+
+
+cdef object _timeseries(Sim* s, double end_time):
+    """The time series as an array [bucket, engine, field] of integrals (field-seconds), or
+    None when it was not asked for."""
+    cdef int64_t buckets, k
+    if s.ts_dt <= 0.0:
+        return None
+    buckets = <int64_t> (end_time / s.ts_dt)
+    if buckets * s.ts_dt < end_time or buckets == 0:
+        buckets += 1
+    if buckets > s.ts_cap:
+        buckets = s.ts_cap
+    out = np.empty((buckets, s.n_reps, TS_FIELDS))
+    cdef double[:, :, ::1] ov = out
+    cdef int64_t b, e, f
+    for b in range(buckets):
+        for e in range(s.n_reps):
+            for f in range(TS_FIELDS):
+                ov[b, e, f] = s.ts[(b * s.n_reps + e) * TS_FIELDS + f]
     return out
 
 

@@ -185,3 +185,19 @@ def test_compiled_step_price_matches_python_twin(h100_llama8b_cost) -> None:
     for _ in range(200):
         args = [float(x) for x in rng.integers(0, 100_000, 6)]
         assert _core.step_time(arr, *args) == step_seconds(h100_llama8b_cost, StepShape(*args))
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_time_series_integrals_add_up(seed: int, h100_llama8b_cost) -> None:
+    arrival, prompt, output, kw = _random_case(seed)
+    kw["stop_time_s"] = math.inf
+    out = _core.run(arrival, prompt, output, h100_llama8b_cost.to_array(), timeseries_dt=0.25, **kw)
+    ts = out["timeseries"]
+    assert ts.shape[1:] == (kw["num_replicas"], len(_core.TIMESERIES_FIELDS))
+    assert ts.shape[0] == max(1, math.ceil(out["end_time_s"] / 0.25))
+    busy = ts[:, :, _core.TIMESERIES_FIELDS.index("busy")].sum(axis=0)
+    np.testing.assert_allclose(busy, out["replicas"]["busy_s"], rtol=1e-9, atol=1e-12)
+    assert (ts >= 0).all()
+    assert (ts[:, :, 3] <= 0.25 + 1e-12).all()  # busy at most the bucket's length
+    # no time series unless asked for
+    assert _core.run(arrival, prompt, output, h100_llama8b_cost.to_array(), **kw)["timeseries"] is None

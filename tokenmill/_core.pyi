@@ -15,6 +15,8 @@ STATUS_REJECTED_KV: int
 STATUS_SWAPPED: int
 STATUS_TRANSFER: int
 
+TIMESERIES_FIELDS: tuple[str, ...]
+
 ROUTER_ROUND_ROBIN: int
 ROUTER_RANDOM: int
 ROUTER_LEAST_REQUESTS: int
@@ -77,19 +79,22 @@ def run(
     spec_tokens: int = ...,
     spec_acceptance: npt.ArrayLike | None = ...,
     draft_cost: npt.ArrayLike | None = ...,
+    timeseries_dt: float = ...,
 ) -> dict[str, Any]:
     """Simulate a cluster serving the requests (docs/schedulers.md, docs/cluster.md).
 
     `cost` (and `decode_cost`) hold one row of len(COST_FIELDS) coefficients per pipeline
     stage; `draft_cost` one row per pool. Returns per-request arrays (arrival_s,
-    first_token_s, completion_s, admitted_s, kv_ready_s, handoff_s, preemptions,
+    first_token_s, completion_s, admitted_s, kv_ready_s, handoff_s, prefill_busy_s, preemptions,
     generated_tokens, status, replica, decode_replica, prefix_hit_tokens), a dict "replicas"
     of per-engine arrays (steps, preemptions, swap_out_blocks, swap_in_blocks,
     prefill_tokens, recompute_tokens, decode_tokens, prefix_query_tokens, prefix_hit_tokens,
     max_step_tokens, kv_peak_blocks, kv_blocks_in_use_at_end, swapped_at_end,
     capacity_blocks, pool, pipe, spec_tokens, kv_sent, kv_received, busy_s,
     kv_block_seconds), a dict "pipes" of per-replica arrays (pool, stages, kv_transfers,
-    busiest_stage_busy_s, mean_stage_busy_s, kv_link_busy_s), the inter-token-gap histogram
+    busiest_stage_busy_s, mean_stage_busy_s, kv_link_busy_s), "timeseries" (None, or with
+    timeseries_dt > 0 an array [bucket, engine, TIMESERIES_FIELDS] of time integrals), the
+    inter-token-gap histogram
     (itl_histogram, itl_sum_s, itl_count, itl_max_s), the events processed and end_time_s.
     """
 

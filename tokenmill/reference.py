@@ -152,7 +152,7 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
                        kv_link_bytes_per_s: float = 0.0, kv_link_latency_s: float = 0.0,
                        kv_bytes_per_token: float = 0.0, spec_tokens: int = 0,
                        spec_acceptance: Optional[Sequence[float]] = None,
-                       draft_cost: Optional[Costs] = None,
+                       draft_cost: Optional[Costs] = None, timeseries_dt: float = 0.0,
                        check_invariants: bool = False) -> dict:
     """Same inputs and outputs as tokenmill._core.run, with costs given as CostCoefficients
     (one per pipeline stage, or per pool for draft_cost) instead of arrays.
@@ -187,6 +187,7 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
     admitted = [math.nan] * n
     kv_ready = [math.nan] * n
     handoff = [math.nan] * n
+    prefill_busy = [0.0] * n
     preemptions = [0] * n
     generated = [0] * n
     status = [PENDING] * n
@@ -225,6 +226,8 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
                                        max_seqs=seqs, capacity=capacity // len(rows),
                                        swap_capacity=swap_cap // len(rows), swap_s=swap_s,
                                        empty=capacity // len(rows)))
+    ts_last = [0.0] * len(engines)
+    ts: dict[tuple[int, int], list] = {}  # (bucket, engine) -> [queue, running, kv, busy] integrals
     events: list[tuple[float, int, int, int]] = []
     seq = 0
     events_processed = 0
@@ -235,6 +238,25 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
         itl["sum"] += g * count
         itl["count"] += count
         itl["max"] = max(itl["max"], g)
+
+    def touch(r: int, now: float) -> None:
+        """Integrate engine r's state since its last change (it is constant in between)."""
+        if timeseries_dt <= 0.0 or now <= ts_last[r]:
+            return
+        e = engines[r]
+        values = (float(len(e.waiting) + len(e.swapped) + len(e.incoming)), float(len(e.running)),
+                  float(e.capacity - free(e)), 1.0 if e.busy else 0.0)
+        t0 = ts_last[r]
+        b = int(t0 / timeseries_dt)
+        while t0 < now:
+            end = (b + 1) * timeseries_dt
+            seg = (end if end < now else now) - t0
+            acc = ts.setdefault((b, r), [0.0, 0.0, 0.0, 0.0])
+            for k in range(4):
+                acc[k] += values[k] * seg
+            t0 = end if end < now else now
+            b += 1
+        ts_last[r] = now
 
     def issue_next(now: float) -> None:
         nonlocal n_issued
@@ -352,6 +374,7 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
 
     def start_step(r: int, now: float) -> None:
         nonlocal seq
+        touch(r, now)
         e = engines[r]
         swaps_before = e.stats["swap_out_blocks"] + e.stats["swap_in_blocks"]
         preempted = False
@@ -603,6 +626,7 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
         handoff[i] = now
         d_pipe = min(pool_pipes[1], key=lambda p: (pipe_load(p), p))
         d = least_loaded(pipes[d_pipe])
+        touch(d, now)
         dec = engines[d]
         e.running.remove(i)
         e.handoff += 1
@@ -617,6 +641,8 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
         dirty_add(d)
 
     def kv_arrived(i: int, now: float) -> None:
+        touch(replica_of[i], now)
+        touch(decode_of[i], now)
         pre = engines[replica_of[i]]
         dec = engines[decode_of[i]]
         pre.empty += _ceil_div(computed[i], B) - shared[i] * gb
@@ -630,6 +656,7 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
         dirty_add(decode_of[i])
 
     def end_step(r: int, now: float) -> None:
+        touch(r, now)
         e = engines[r]
         if e.step_decodes:
             gap(e.step_dur, len(e.step_decodes))
@@ -653,6 +680,8 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
                 if generated[i] >= output[i]:
                     finish(e, i, now)
         for i in e.step_prefills:
+            if chunk[i] > 0 and generated[i] == 0:
+                prefill_busy[i] += e.step_dur
             computed[i] += chunk[i]
             chunk[i] = 0
             if prefix_caching:
@@ -765,6 +794,7 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
             dirty_add(target_)
         while cursor < n_issued and arrival[cursor] <= now:
             r = route(cursor)
+            touch(r, now)
             replica_of[cursor] = r
             status[cursor] = WAITING
             engines[r].outstanding += 1
@@ -778,6 +808,8 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
             if not engines[r].busy:
                 start_step(r, now)
 
+    for r in range(len(engines)):
+        touch(r, end_time)
     for e in engines:
         if e.busy and e.step_start + e.step_dur > stop_time_s:
             over = e.step_start + e.step_dur - stop_time_s
@@ -823,6 +855,8 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
         "admitted_s": col(admitted, np.float64),
         "kv_ready_s": col(kv_ready, np.float64),
         "handoff_s": col(handoff, np.float64),
+        "prefill_busy_s": col(prefill_busy, np.float64),
+        "timeseries": _timeseries(ts, len(engines), timeseries_dt, end_time),
         "preemptions": col(preemptions, np.int32),
         "generated_tokens": col(generated, np.int32),
         "status": col(status, np.int8),
@@ -845,3 +879,16 @@ def _sum_in_order(values: list) -> float:
     for v in values:
         total += v
     return total
+
+
+def _timeseries(ts: dict, engines: int, dt: float, end_time: float) -> Optional[np.ndarray]:
+    if dt <= 0.0:
+        return None
+    buckets = int(end_time / dt)
+    if buckets * dt < end_time or buckets == 0:
+        buckets += 1
+    out = np.zeros((buckets, engines, 4))
+    for (b, r), values in ts.items():
+        if b < buckets:
+            out[b, r] = values
+    return out
