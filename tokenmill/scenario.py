@@ -15,6 +15,7 @@ from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_v
 from ._validation import StrictModel
 from .architecture import ModelArch
 from .catalogue import find_gpu, find_model, find_system
+from .costparams import CostModelParams
 from .hardware import Hardware
 from .precision import Precision, split_variant
 
@@ -135,23 +136,6 @@ class Workload(StrictModel):
         if self.duration_s is not None and not math.isfinite(self.duration_s):
             raise ValueError("duration_s must be finite")
         return self
-
-
-class CostModelParams(StrictModel):
-    """Achieved fractions of peak and fixed overheads of the step roofline.
-
-    Defaults are provisional round figures (a dense GEMM typically sustains ~70% of peak on
-    Hopper, a decode step ~80% of HBM bandwidth, NCCL all-reduce ~75% of NVLink bandwidth, a
-    vLLM step ~1 ms of CPU work with CUDA graphs); `tokenmill calibrate` will fit them."""
-
-    compute_efficiency: float = Field(default=0.70, gt=0.0, le=1.0,
-                                      description="Achieved fraction of peak tensor FLOP/s.")
-    memory_efficiency: float = Field(default=0.80, gt=0.0, le=1.0,
-                                     description="Achieved fraction of peak memory bandwidth.")
-    collective_efficiency: float = Field(default=0.75, gt=0.0, le=1.0,
-                                         description="Achieved fraction of scale-up bandwidth.")
-    step_overhead_ms: float = Field(default=1.0, ge=0.0,
-                                    description="Framework time per step (scheduling, sampling).")
 
 
 class Scenario(StrictModel):
