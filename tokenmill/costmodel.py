@@ -209,10 +209,14 @@ def coefficients(model: ModelArch, hw: Hardware, precision: Precision, tp: int,
     ring, tree, a2a, to_next = _collectives(ops, hw, params, tp, ep, fabric, next_stage,
                                             allreduces, a2a_calls)
     kernels = ops.kernels_per_step + allreduces + a2a_calls + (1 if next_stage else 0)
+    # Skewed routing spreads a step's tokens over fewer experts than E (at least k of them).
+    spread_experts = (max(float(ops.experts_per_token), ops.num_experts * params.expert_spread)
+                      if ops.num_experts else 0.0)
     coeffs = CostCoefficients(
         overhead_prefill_s=params.prefill_step_overhead_ms * 1e-3,
         overhead_decode_s=params.decode_step_overhead_ms * 1e-3,
-        overhead_per_token_s=params.per_sequence_overhead_us * 1e-6,
+        overhead_per_token_s=(params.per_sequence_overhead_us
+                              + params.per_sequence_per_rank_us * (tp - 1)) * 1e-6,
         gemm_half_rows=params.gemm_half_rows,
         flops_per_s=peak * params.compute_efficiency,
         attn_s_per_flop=1.0 / (attention_peak * params.attention_efficiency),
@@ -238,8 +242,8 @@ def coefficients(model: ModelArch, hw: Hardware, precision: Precision, tp: int,
         lm_head_act_bytes_per_row=ops.lm_head.act_bytes_per_row,
         expert_flops_per_row=ops.expert.flops_per_row, expert_bytes=ops.expert.weight_bytes,
         expert_act_bytes_per_row=ops.expert.act_bytes_per_row,
-        num_experts=float(ops.num_experts),
-        expert_miss=1.0 - ops.experts_per_token / ops.num_experts if ops.num_experts else 1.0,
+        num_experts=spread_experts,
+        expert_miss=1.0 - ops.experts_per_token / spread_experts if ops.num_experts else 1.0,
         experts_per_token=float(ops.experts_per_token),
         flops_per_attn_pair=ops.flops_per_attn_pair,
         flops_per_decode_pair_extra=ops.flops_per_decode_pair_extra,

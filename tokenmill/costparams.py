@@ -68,6 +68,11 @@ class CostModelParams(StrictModel):
         default=4.0e5, ge=0.0,
         description="Query-key pairs at which a prefill's attention reaches half its ceiling "
         "efficiency (small chunks leave most SMs idle).")
+    expert_spread: float = Field(
+        default=1.0, gt=0.0, le=1.0,
+        description="Fraction of a MoE layer's routed experts a step's tokens are spread over: "
+        "1 is uniform routing (E(1 - (1 - k/E)^T) experts touched); skewed routing, as on the "
+        "random-token prompts of synthetic benchmarks, touches fewer.")
     kernel_floor_us: float = Field(
         default=5.0, ge=0.0,
         description="GPU time every kernel takes however small its work (launch latency, ramp "
@@ -107,9 +112,15 @@ class CostModelParams(StrictModel):
         description="CPU time per sequence that samples a token in the step (sampling, "
         "detokenisation, output processing), microseconds.")
 
+    per_sequence_per_rank_us: float = Field(
+        default=0.0, ge=0.0,
+        description="Extra CPU time per sampled sequence for every tensor-parallel rank beyond "
+        "the first, microseconds: engines that ship each step's inputs from a driver to worker "
+        "processes (vLLM V0 with Ray or multiprocessing) pay it; single-process engines do not.")
+
     @field_validator("gemm_half_rows", "attention_half_pairs", "kernel_floor_us", "launch_us",
                      "collective_base_us", "prefill_step_overhead_ms", "decode_step_overhead_ms",
-                     "per_sequence_overhead_us")
+                     "per_sequence_overhead_us", "per_sequence_per_rank_us")
     @classmethod
     def _finite(cls, v: float) -> float:
         if not math.isfinite(v):

@@ -17,6 +17,7 @@ from . import _core
 from .costmodel import CostCoefficients, coefficients
 from .errors import ConfigError
 from .hardware import GIB, Hardware
+from .kernel_table import KernelTable
 from .memory import MemoryFit, plan_memory
 from .metrics import LatencyStats, itl_stats
 from .policy import ResolvedPolicy, resolve_policy
@@ -26,8 +27,10 @@ from .workload import WorkloadArrays, generate
 
 
 def simulate(scenario: Optional[Scenario] = None, *,
-             workload: Optional[WorkloadArrays] = None) -> Result:
-    """Run one simulation. `workload` replaces the scenario's generated requests if given."""
+             workload: Optional[WorkloadArrays] = None,
+             kernel_table: Optional[KernelTable] = None) -> Result:
+    """Run one simulation. `workload` replaces the scenario's generated requests if given;
+    `kernel_table` (else the scenario's kernel_table file) overrides modelled step times."""
     started = time.perf_counter()
     scenario = scenario if scenario is not None else Scenario()
     model = scenario.model_arch()
@@ -39,7 +42,10 @@ def simulate(scenario: Optional[Scenario] = None, *,
                           "reports their memory fit")
     policy = resolve_policy(scenario.scheduler, hw)
     fit = plan_memory(model, hw, scenario.precision, tp, scenario.scheduler)
-    coeffs = coefficients(model, hw, scenario.precision, tp, scenario.cost)
+    if kernel_table is None and scenario.kernel_table is not None:
+        kernel_table = KernelTable.load(scenario.kernel_table)
+    coeffs = coefficients(model, hw, scenario.precision, tp, scenario.cost,
+                          kernel_table=kernel_table)
     arrays = workload if workload is not None else generate(scenario.workload, scenario.seed)
 
     core_started = time.perf_counter()

@@ -138,6 +138,21 @@ class Workload(StrictModel):
         return self
 
 
+def _calibrated_cost(calibration: str, given: object) -> object:
+    """The calibration's parameters with the explicitly given cost fields on top."""
+    from .calibration import load_calibration
+
+    base = load_calibration(calibration).params.model_dump()
+    if isinstance(given, CostModelParams):
+        given = given.model_dump(exclude_unset=True)
+    if not isinstance(given, dict):
+        return base if given is None else given
+    if given.get("step_overhead_ms") is not None:  # one number for both overheads wins
+        base.pop("prefill_step_overhead_ms")
+        base.pop("decode_step_overhead_ms")
+    return {**base, **given}
+
+
 class Scenario(StrictModel):
     """Everything one simulation needs. Build it, then pass it to tokenmill.simulate()."""
 
@@ -154,7 +169,14 @@ class Scenario(StrictModel):
     plan: Plan = Field(default=Plan(), description="Parallel layout of one replica.")
     scheduler: SchedulerPolicy = Field(default=SchedulerPolicy(), description="Batching policy.")
     workload: Workload = Field(default=Workload(), description="The requests to serve.")
-    cost: CostModelParams = Field(default=CostModelParams(), description="Cost-model parameters.")
+    cost: CostModelParams = Field(default=CostModelParams(), description="Cost-model parameters "
+                                  "(efficiencies and overheads; a calibration fills them).")
+    calibration: Optional[str] = Field(
+        default=None, description="Shipped calibration name (e.g. 'h100-vllm') or calibration "
+        "file whose parameters fill `cost`; fields given in `cost` override it.")
+    kernel_table: Optional[str] = Field(
+        default=None, description="CSV of measured step or operator times (gpu, model, op, "
+        "batch_size, seq_len, latency_ms) that override the cost model where they apply.")
     seed: int = Field(default=42, ge=0, description="Seed of every random draw in the run.")
     stop_time_s: Optional[PositiveFloat] = Field(
         default=None, description="Stop the simulation at this time and report what is "
@@ -182,7 +204,19 @@ class Scenario(StrictModel):
             chip = find_system(system).chip
             if "gpu" not in data:
                 data["gpu"] = chip
+        calibration = data.get("calibration")
+        if isinstance(calibration, str):
+            data["cost"] = _calibrated_cost(calibration, data.get("cost"))
         return data
+
+    @field_validator("kernel_table")
+    @classmethod
+    def _readable_table(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None:
+            from .kernel_table import KernelTable
+
+            KernelTable.load(v)  # refuse a missing or malformed file up front
+        return v
 
     @field_validator("system")
     @classmethod
