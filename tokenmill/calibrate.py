@@ -401,6 +401,8 @@ def calibrate(measurements: Sequence[Measurement], *, chip: str, engine: str,
     cal = Calibration(
         name=name or f"{chip}-{engine}", chip=chip, engine=engine_label or engine, params=params,
         fitted=tuple(dict.fromkeys(fitted)), fitted_sources=tuple(sorted(sources)),
+        fitted_models=models,
+        fitted_rows=tuple(dict.fromkeys(steps.ids)) if len(steps.ids) >= 4 else (),
         stages=stages, notes=notes, tokenmill_version=__version__)
     skipped: Counter = Counter()
     for r in reports:
@@ -425,7 +427,8 @@ def transferred(base: Calibration, chip: str, *, name: str, why: str) -> Calibra
     """`base`'s parameters for another chip of the same silicon family, saying so."""
     find_gpu(chip)
     note = f"transferred from {base.name} ({why})" + (f"; {base.notes}" if base.notes else "")
-    return base.model_copy(update={"name": name, "chip": chip, "notes": note,
+    # Nothing of this chip was fitted: every one of its rows is held out.
+    return base.model_copy(update={"name": name, "chip": chip, "notes": note, "fitted_rows": (),
                                    "tokenmill_version": __version__})
 
 

@@ -17,9 +17,9 @@ from __future__ import annotations
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
-from pydantic import Field, NonNegativeInt, ValidationError
+from pydantic import Field, NonNegativeInt, Strict, ValidationError
 
 from ._validation import NameTuple, StrictModel, describe_validation_error
 from .costparams import CostModelParams
@@ -62,7 +62,14 @@ class Calibration(StrictModel):
     fitted_sources: NameTuple = Field(
         default=(), description="Source ids (shared/data/measurements/sources.json) or files of "
         "the rows fitted on; `validate` reports those rows apart from the held-out ones.")
-    stages: tuple[FitStage, ...] = Field(default=(), description="The fit's stages, data and residuals.")
+    fitted_models: Optional[str] = Field(
+        default=None, description="Regular expression of the models whose step and batch rows "
+        "were fitted (None: all); rows of other models are held out.")
+    fitted_rows: NameTuple = Field(
+        default=(), description="Ids of the step and batch measurements the fit used; `validate` "
+        "reports exactly these as fit rows and every other row as held out.")
+    stages: Annotated[tuple[FitStage, ...], Strict(False)] = Field(
+        default=(), description="The fit's stages, data and residuals.")
     notes: Optional[str] = Field(default=None, description="Transfers, exclusions and caveats.")
     tokenmill_version: Optional[str] = Field(default=None, description="Version that wrote the file.")
 

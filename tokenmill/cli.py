@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from ._validation import describe_validation_error
 from ._version import __version__
-from . import cli_catalogue
+from . import cli_catalogue, cli_latency
 from .catalogue import tomllib
 from .engine import simulate
 from .errors import ConfigError
@@ -56,6 +56,7 @@ FLAG_FIELDS: dict[str, tuple[str, ...]] = {
     "activations": ("precision", "activations"),
     "step_overhead_ms": ("cost", "step_overhead_ms"),
     **cli_catalogue.CATALOGUE_FLAG_FIELDS,
+    **cli_latency.LATENCY_FLAG_FIELDS,
 }
 
 
@@ -106,7 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--kv-block-size", type=whole, help="tokens per KV block (default 16)")
     g.add_argument("--kv-blocks", type=whole, help="KV capacity in blocks (default: from memory)")
     g.add_argument("--gpu-memory-utilization", type=real, help="fraction of memory used (default 0.9)")
-    g.add_argument("--step-overhead-ms", type=real, help="framework time per step (default 1.0)")
+    g.add_argument("--step-overhead-ms", type=real, help="framework time per step, prefill and "
+                   "decode alike (default: the calibration's, else 1.0)")
+    g = run.add_argument_group("latency model")
+    cli_latency.add_run_flags(g)
     g = run.add_argument_group("workload")
     g.add_argument("--arrival-rate", type=real, help="Poisson arrivals per second (default 10)")
     g.add_argument("--duration", type=real, help="seconds of arrivals (default 60)")
@@ -120,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = run.add_argument_group("output")
     g.add_argument("--output", choices=sorted(RENDERERS), default="text", help="format (default text)")
     cli_catalogue.add_commands(sub, whole, real)
+    cli_latency.add_commands(sub, real)
     return parser
 
 
@@ -162,6 +167,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help()
         return EXIT_BAD_INPUT
     done = cli_catalogue.run_command(args)
+    if done is None:
+        done = cli_latency.run_command(args)
     if done is not None:
         return done
     try:

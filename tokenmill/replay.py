@@ -60,6 +60,16 @@ class Resolved:
     tp: int
     engine: EngineRun
     model_note: str = ""
+    kv_capacity_tokens: int = 0   # per replica, from the memory fit
+
+    @property
+    def kv_bound(self) -> bool:
+        """A static batch whose whole KV does not fit: the engine must queue or preempt, so the
+        prediction rests on the memory model as much as on the latency model."""
+        m = self.measurement
+        if m.kind != "static_batch" or not (m.batch and m.isl and m.osl):
+            return False
+        return m.batch * (m.isl + m.osl) > self.kv_capacity_tokens
 
     @property
     def calibration_name(self) -> str:
@@ -95,7 +105,7 @@ def resolve(m: Measurement) -> Resolved | Skip:
     engine, why = engine_for(m.framework)
     if engine is None:
         return Skip(m, why)
-    fields, why = precision_for(m.precision_weights, m.precision_kv)
+    fields, why = precision_for(m.precision_weights, m.precision_kv, m.framework)
     if fields is None:
         return Skip(m, why)
     if m.pp > 1 or m.ep > 1:
@@ -119,7 +129,22 @@ def resolve(m: Measurement) -> Resolved | Skip:
     lengths = _lengths_known(m)
     if lengths is not None:
         return Skip(m, lengths)
-    return Resolved(m, model, chip, precision, m.tp, run, note)
+    if engine == "trtllm" and m.isl and m.osl:
+        run = _no_evict(run, fit.kv_capacity_tokens, m)
+    return Resolved(m, model, chip, precision, m.tp, run, note, fit.kv_capacity_tokens)
+
+
+def _no_evict(run: EngineRun, capacity_tokens: int, m: Measurement) -> EngineRun:
+    """TensorRT-LLM's default capacity policy (GUARANTEED_NO_EVICT) admits a request only when
+    the KV of its whole input and output fits; with equal requests that caps the running batch
+    at capacity / (input + output) and nothing is ever preempted."""
+    assert m.isl and m.osl
+    per_request = m.isl + m.osl if "range_ratio" not in m.dataset else (m.isl + m.osl) / 2
+    cap = max(1, int(capacity_tokens // per_request))
+    seqs = min(int(run.scheduler.get("max_num_seqs", 2048)), cap)  # type: ignore[call-overload]
+    tokens = max(int(run.scheduler.get("max_batch_tokens", 8192)), seqs)  # type: ignore[call-overload]
+    return EngineRun(run.engine, {**run.scheduler, "max_num_seqs": seqs, "max_batch_tokens": tokens},
+                     run.calibration_engine, run.note + f"; GUARANTEED_NO_EVICT: at most {seqs} running")
 
 
 def _lengths_known(m: Measurement) -> Optional[str]:
