@@ -14,7 +14,8 @@ of predicted over measured (relative errors, so fast and slow points weigh alike
    collective parameters when no operator or all-reduce data pinned them.
 
 Each stage starts from the previous stage's result (or a base calibration), and a weak prior
-(weight 0.05 on log(value / start)) keeps parameters the data cannot see where they started.
+(0.05 x the move as a fraction of the parameter's allowed range) keeps parameters the data
+cannot see where they started.
 Static batches are priced with the closed-form schedule of tokenmill.schedule (the kernel's
 'orca'/'static' rules), so a fit takes seconds; rows whose batch would not fit in the KV cache
 (preemption) or whose engine chunks prefills are left to `validate`, which simulates them.
@@ -307,6 +308,12 @@ def _residuals(measured: np.ndarray, predicted: np.ndarray) -> FitResiduals:
                         rms_log_error=float(np.sqrt(np.mean(logs ** 2))) if logs.size else 0.0)
 
 
+def _width(name: str) -> float:
+    b = BOUNDS[name]
+    assert b.upper is not None
+    return b.upper - b.lower
+
+
 def fit_stage(name: str, problem: Problem, params: CostModelParams,
               free: Sequence[str]) -> tuple[CostModelParams, StageReport]:
     """Fit `free` parameters of `params` to `problem`; the rest stay fixed."""
@@ -320,8 +327,7 @@ def fit_stage(name: str, problem: Problem, params: CostModelParams,
     def residuals(x: np.ndarray) -> np.ndarray:
         pred = problem.predict(with_x(x))
         r = np.log(np.maximum(pred, 1e-300) / problem.measured)
-        prior = [PRIOR_WEIGHT * math.log(max(v, 1e-9) / max(start[k], 1e-9))
-                 if start[k] > 0 else PRIOR_WEIGHT * v for k, v in zip(free, x)]
+        prior = [PRIOR_WEIGHT * (v - start[k]) / _width(k) for k, v in zip(free, x)]
         return np.concatenate([r, np.array(prior)])
 
     before = problem.predict(params)

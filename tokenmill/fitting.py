@@ -2,14 +2,12 @@
 
 Why not scipy: the fits here have at most a dozen parameters and a few thousand residuals, and
 numpy's least-squares solve is all Levenberg-Marquardt needs; a dependency of scipy's size would
-not earn its place. Bounds are handled by reparametrising: a parameter bounded on both sides is
-lo + (hi - lo) * sigmoid(z), one bounded below is lo + exp(z); the search runs in z.
-Deterministic: the same inputs give the same parameters on every run.
+not earn its place. Bounds are handled by scaling every parameter onto [0, 1] and clipping steps that leave the
+box. Deterministic: the same inputs give the same parameters on every run.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
@@ -32,67 +30,74 @@ class FitOutcome:
     iterations: int
 
 
-def _to_z(x: float, b: Bound) -> float:
-    # A start on (or at) a bound is moved 1% inside it: there the reparametrisation is flat and
-    # the search could never leave.
-    if b.upper is None:
-        return math.log(max(x - b.lower, 1e-2 * max(abs(b.lower), 1.0)))
-    u = (x - b.lower) / (b.upper - b.lower)
-    u = min(max(u, 1e-2), 1 - 1e-2)
-    return math.log(u / (1 - u))
+def _scale(bounds: Sequence[Bound], x0: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Lower ends and widths that map every parameter onto [0, 1] (unbounded above: 4x start)."""
+    lo = np.array([b.lower for b in bounds], dtype=np.float64)
+    hi = np.array([b.upper if b.upper is not None else max(4.0 * abs(x), b.lower + 1.0)
+                   for b, x in zip(bounds, x0)], dtype=np.float64)
+    return lo, hi - lo
 
 
-def _to_x(z: np.ndarray, bounds: Sequence[Bound]) -> np.ndarray:
-    out = np.empty(len(bounds))
-    for i, b in enumerate(bounds):
-        if b.upper is None:
-            out[i] = b.lower + math.exp(min(float(z[i]), 700.0))
-        else:
-            out[i] = b.lower + (b.upper - b.lower) / (1.0 + math.exp(-min(max(float(z[i]), -700.0), 700.0)))
-    return out
-
-
-def least_squares(residuals: Callable[[np.ndarray], np.ndarray], x0: Sequence[float],
-                  bounds: Sequence[Bound], *, max_iter: int = 80, tol: float = 1e-9,
-                  step: float = 1e-5) -> FitOutcome:
-    """Minimise sum(residuals(x)**2) over x within `bounds`, starting from x0."""
-    z = np.array([_to_z(float(x), b) for x, b in zip(x0, bounds)])
-
-    def r_of(zz: np.ndarray) -> np.ndarray:
-        r = np.asarray(residuals(_to_x(zz, bounds)), dtype=np.float64)
-        return np.where(np.isfinite(r), r, 1e3)
-
-    r = r_of(z)
+def _descend(r_of: Callable[[np.ndarray], np.ndarray], u: np.ndarray, max_iter: int, tol: float,
+             step: float) -> tuple[np.ndarray, float, int]:
+    """Levenberg-Marquardt on u in the unit box; steps that leave it are clipped back."""
+    r = r_of(u)
     cost = float(r @ r)
-    start = cost
-    lam = 1e-2
+    lam = 1e-3
     it = 0
     for it in range(1, max_iter + 1):
-        jac = np.empty((r.shape[0], z.shape[0]))
-        for j in range(z.shape[0]):
-            dz = np.zeros_like(z)
-            dz[j] = step
-            jac[:, j] = (r_of(z + dz) - r) / step
+        jac = np.empty((r.shape[0], u.shape[0]))
+        for j in range(u.shape[0]):
+            h = step if u[j] + step <= 1.0 else -step   # stay inside the box
+            du = np.zeros_like(u)
+            du[j] = h
+            jac[:, j] = (r_of(u + du) - r) / h
         jtj = jac.T @ jac
         grad = jac.T @ r
-        improved = False
+        improved, gain = False, 0.0
         while lam < 1e12:
-            a = jtj + lam * np.diag(np.diag(jtj) + 1e-12)
+            a = jtj + lam * (np.diag(np.diag(jtj)) + 1e-9 * np.eye(u.shape[0]))
             try:
                 delta = np.linalg.solve(a, -grad)
             except np.linalg.LinAlgError:
-                lam *= 10
+                lam *= 10.0
                 continue
-            trial = z + delta
+            trial = np.clip(u + delta, 0.0, 1.0)
             r_new = r_of(trial)
             c_new = float(r_new @ r_new)
             if c_new < cost:
                 improved = True
                 gain = (cost - c_new) / max(cost, 1e-300)
-                z, r, cost = trial, r_new, c_new
+                u, r, cost = trial, r_new, c_new
                 lam = max(lam / 3.0, 1e-12)
                 break
             lam *= 4.0
         if not improved or gain < tol:
             break
-    return FitOutcome(_to_x(z, bounds), start, cost, it)
+    return u, cost, it
+
+
+def least_squares(residuals: Callable[[np.ndarray], np.ndarray], x0: Sequence[float],
+                  bounds: Sequence[Bound], *, max_iter: int = 100, tol: float = 1e-10,
+                  step: float = 1e-6) -> FitOutcome:
+    """Minimise sum(residuals(x)**2) over x within `bounds`, starting from x0.
+
+    Each parameter is mapped onto [0, 1] by its bounds, so every direction is equally scaled;
+    the search starts from x0 and again from the middle of the box (a second start guards
+    against the shallow valleys correlated parameters make) and keeps the better end point."""
+    lo, width = _scale(bounds, x0)
+    u0 = np.clip((np.asarray(x0, dtype=np.float64) - lo) / width, 0.0, 1.0)
+
+    def r_of(u: np.ndarray) -> np.ndarray:
+        r = np.asarray(residuals(lo + u * width), dtype=np.float64)
+        return np.where(np.isfinite(r), r, 1e3)
+
+    r0 = r_of(u0)
+    start = float(r0 @ r0)
+    best_u, best_cost, iterations = u0, start, 0
+    for u_start in (u0, np.full_like(u0, 0.5)):
+        u, cost, it = _descend(r_of, u_start.copy(), max_iter, tol, step)
+        iterations += it
+        if cost < best_cost:
+            best_u, best_cost = u, cost
+    return FitOutcome(lo + best_u * width, start, best_cost, iterations)
