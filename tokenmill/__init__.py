@@ -7,10 +7,12 @@
 
 from ._version import __version__
 from .architecture import ModelArch
+from .calibration import Calibration, load_calibration, shipped_calibrations
 from .catalogue import find_fabric, find_gpu, find_model, find_system
 from .engine import simulate
 from .errors import CapacityError, ConfigError, TokenmillError
 from .hardware import Hardware
+from .kernel_table import KernelTable
 from .memory import MemoryFit, memory_fit
 from .model_card import model_card
 from .result import RequestRecords, Result
@@ -28,11 +30,13 @@ from .workload import WorkloadArrays
 
 __all__ = [
     "__version__",
+    "Calibration",
     "CapacityError",
     "ConfigError",
     "CostModelParams",
     "Fabric",
     "Hardware",
+    "KernelTable",
     "LengthDistribution",
     "MemoryFit",
     "ModelArch",
@@ -50,7 +54,9 @@ __all__ = [
     "find_gpu",
     "find_model",
     "find_system",
+    "load_calibration",
     "memory_fit",
     "model_card",
+    "shipped_calibrations",
     "simulate",
 ]

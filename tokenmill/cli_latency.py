@@ -65,6 +65,7 @@ def add_commands(sub: Any, real: Callable[[str], Any]) -> None:
                      "shipped one of each row's chip and engine)")
     val.add_argument("--chips", help="comma-separated chip presets to keep (default: all)")
     val.add_argument("--sources", help="comma-separated source ids to keep (default: all)")
+    val.add_argument("--models", help="regular expression on the model preset to keep (default: all)")
     val.add_argument("--worst", type=int, default=10, help="worst held-out values to list (default 10)")
     val.add_argument("--output", choices=["text", "markdown", "json"], default="text")
 
@@ -135,7 +136,7 @@ def _validate(args: argparse.Namespace) -> int:
     chips = [c.strip() for c in args.chips.split(",")] if args.chips else None
     sources = [s.strip() for s in args.sources.split(",")] if args.sources else None
     report = validate(_load(args.measurements), calibration=args.calibration, chips=chips,
-                      sources=sources)
+                      sources=sources, models=args.models)
     if args.output == "json":
         sys.stdout.write(to_json(report))
     else:

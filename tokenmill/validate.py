@@ -65,7 +65,8 @@ class Comparison:
 @dataclass
 class ValidationReport:
     comparisons: list[Comparison] = field(default_factory=list)
-    skipped: Counter = field(default_factory=Counter)
+    skipped: Counter = field(default_factory=Counter)          # rows, by reason
+    skipped_metrics: Counter = field(default_factory=Counter)  # metric values of simulated rows
     rows: int = 0
     duplicates: int = 0
 
@@ -161,13 +162,17 @@ def _held_out(ids: set[str], cal: Optional[Calibration]) -> bool:
 
 def validate(measurements: Iterable[Measurement], *, calibration: Optional[str] = None,
              chips: Optional[Sequence[str]] = None, sources: Optional[Sequence[str]] = None,
-             progress: Optional[callable] = None) -> ValidationReport:  # type: ignore[valid-type]
-    """Predict every row that can be simulated; count the others with their reason."""
+             models: Optional[str] = None) -> ValidationReport:
+    """Predict every row that can be simulated; count the others with their reason. `chips`,
+    `sources` and `models` (a regular expression on the model preset) select rows."""
+    import re
+
+    model_re = re.compile(models, re.IGNORECASE) if models else None
     forced = load_calibration(calibration) if calibration else None
     shipped = shipped_calibrations()
     rows, dup, ids = _dedupe(measurements)
     report = ValidationReport(rows=len(rows), duplicates=dup)
-    for k, m in enumerate(rows):
+    for m in rows:
         if sources and m.source not in sources:
             report.skipped["source not selected"] += 1
             continue
@@ -177,6 +182,9 @@ def validate(measurements: Iterable[Measurement], *, calibration: Optional[str] 
             continue
         if chips and r.chip not in chips:
             report.skipped["chip not selected"] += 1
+            continue
+        if model_re is not None and not model_re.search(r.model):
+            report.skipped["model not selected"] += 1
             continue
         why = _roofline_violation(r)
         if why:
@@ -195,17 +203,15 @@ def validate(measurements: Iterable[Measurement], *, calibration: Optional[str] 
             if not (measured > 0 and value > 0):
                 continue
             if metric.startswith("itl") and "multi-step" in m.notes.lower():
-                report.skipped["ITL of a multi-step run (a gap spans several tokens; TPOT is compared)"] += 1
+                report.skipped_metrics["ITL of a multi-step run (a gap spans several tokens; TPOT is compared)"] += 1
                 continue
             if m.kind == "poisson" and metric in ("output_tok_s", "total_tok_s", "req_s") and (
                     m.rate and m.metrics.get("req_s", 0) >= 0.95 * m.rate):
-                report.skipped["throughput of an unsaturated fixed-rate run (it equals the offered "
+                report.skipped_metrics["throughput of an unsaturated fixed-rate run (it equals the offered "
                                "load; not a test of the model)"] += 1
                 continue
             report.comparisons.append(Comparison(m, r.chip, r.model, r.engine.engine, name, held,
                                                  metric, measured, value, r.kv_bound))
-        if progress is not None:
-            progress(k + 1, len(rows))
     return report
 
 
@@ -255,6 +261,10 @@ def render(report: ValidationReport, *, worst: int = 10, markdown: bool = False)
     lines.append(h("Skipped rows"))
     for reason, n in report.skipped.most_common():
         lines.append(f"{'- ' if markdown else '  '}{n:5d}  {reason}")
+    if report.skipped_metrics:
+        lines.append(h("Metric values not compared (of simulated rows)"))
+        for reason, n in report.skipped_metrics.most_common():
+            lines.append(f"{'- ' if markdown else '  '}{n:5d}  {reason}")
     return "\n".join(lines) + "\n"
 
 
@@ -278,6 +288,7 @@ def to_json(report: ValidationReport) -> str:
         "held_out": report.table(("chip", "model", "metric"), True),
         "fit": report.table(("chip", "model", "metric"), False),
         "skipped": dict(report.skipped.most_common()),
+        "skipped_metrics": dict(report.skipped_metrics.most_common()),
         "comparisons": [{"id": c.measurement.id, "source": c.measurement.source, "chip": c.chip,
                          "model": c.model, "engine": c.engine, "calibration": c.calibration,
                          "held_out": c.held_out, "metric": c.metric, "measured": c.measured,
