@@ -26,25 +26,31 @@ class CostModelParams(StrictModel):
     """Achieved fractions of peak, kernel and launch costs, and framework overheads.
 
     Sources of the defaults:
-    * GEMMs, element-wise kernels and the per-kernel floor: a least-squares fit of this model to
-      Vidur's operator profiles (microsoft/vidur data/profiling/compute, MIT; Sarathi-Serve
-      kernels, FP16) on A100 and H100 for Llama-2/3, CodeLlama-34B, InternLM-20B and Qwen-72B at
-      TP 1-8: large-GEMM efficiency 0.74 (A100) and 0.76 (H100), half-saturation 64-192 rows,
-      weight streaming 0.82-0.92 of HBM bandwidth, 6-8 us per kernel (docs/validation.md).
+    * GEMMs, element-wise kernels and the per-kernel floor: this model fitted to Vidur's operator
+      profiles (microsoft/vidur data/profiling/compute, MIT; Sarathi-Serve kernels, FP16) of
+      Llama-2-7B/70B and Llama-3-8B/70B at TP 1-8 (validation/data/vidur_gemm_ops.csv): large-GEMM
+      efficiency 0.756 (A100) and 0.769 (H100), half-saturation 91 and 186 rows, weight streaming
+      0.74 and 0.81 of HBM bandwidth, 3.8 and 3.1 us per kernel, element-wise kernels at 0.55 and
+      0.64 of HBM bandwidth (tokenmill/data/calibrations/*.json, docs/validation.md).
     * Attention: FlashAttention-2 reaches 50-73% of A100 peak and 35-50% of H100 peak in the
       forward pass (Dao, FlashAttention-2, 2023, fig. 5-7); decode attention reads the KV cache
       at 87% of HBM bandwidth and a 112-token chunk over 2,048 cached tokens runs at 18% of peak
       (Vidur's A100 / Llama-2-7B attention profile, shared/data/profiling/README.md).
-    * Collectives: NCCL on an 8-GPU H100 DGX reaches 81% of the NVLink bandwidth per direction
-      on 64 MB all-reduces (Vidur's h100_dgx all_reduce.csv); per-call latency of a few
-      microseconds (NCCL LL protocol ~1 us per hop; vLLM's custom all-reduce).
+    * Collectives: fitted to Vidur's NCCL all-reduce profiles inside one DGX node: 0.78 (H100)
+      and 0.53 (A100) of the NVLink bandwidth per direction, 23-32 us per call as timed from
+      PyTorch (NCCL's LL protocol itself needs ~1 us per hop).
+    * KV reads and per-sequence CPU time: the static-batch fits (Argonne, vLLM 0.5 and
+      TensorRT-LLM) put decode attention at 0.77-0.83 of HBM bandwidth and the per-sequence
+      sampling and output work at 11-75 us.
+    * Kernel launches without graphs: ~5 us of CPU per kernel (cudaLaunchKernel's few
+      microseconds plus PyTorch's dispatch), so an eager step lasts at least kernels x 5 us.
     * Framework: ~1 ms of CPU work per step with CUDA graphs and asynchronous output processing
       (vLLM v0.6+, the foundation's default), graphs captured up to 512 sequences (vLLM V1:
       min(2 x max_num_seqs, 512)), prefills run eagerly (vLLM V0; V1 captures piecewise graphs).
     """
 
     compute_efficiency: float = Field(
-        default=0.75, gt=0.0, le=1.0,
+        default=0.76, gt=0.0, le=1.0,
         description="Fraction of the dense tensor peak a large GEMM achieves (the efficiency "
         "curve's ceiling).")
     gemm_half_rows: float = Field(
@@ -52,13 +58,13 @@ class CostModelParams(StrictModel):
         description="Rows (tokens) at which a GEMM reaches half its ceiling efficiency: the "
         "achieved efficiency is compute_efficiency x M / (M + gemm_half_rows).")
     memory_efficiency: float = Field(
-        default=0.85, gt=0.0, le=1.0,
+        default=0.78, gt=0.0, le=1.0,
         description="Fraction of peak memory bandwidth achieved streaming weights.")
     kv_read_efficiency: float = Field(
-        default=0.85, gt=0.0, le=1.0,
+        default=0.8, gt=0.0, le=1.0,
         description="Fraction of peak memory bandwidth achieved reading and writing the KV cache.")
     elementwise_efficiency: float = Field(
-        default=0.5, gt=0.0, le=1.0,
+        default=0.6, gt=0.0, le=1.0,
         description="Fraction of peak memory bandwidth achieved by element-wise kernels (norms, "
         "rotary, activation, residual adds, MoE permutation).")
     attention_efficiency: float = Field(
@@ -74,7 +80,7 @@ class CostModelParams(StrictModel):
         "1 is uniform routing (E(1 - (1 - k/E)^T) experts touched); skewed routing, as on the "
         "random-token prompts of synthetic benchmarks, touches fewer.")
     kernel_floor_us: float = Field(
-        default=5.0, ge=0.0,
+        default=3.5, ge=0.0,
         description="GPU time every kernel takes however small its work (launch latency, ramp "
         "up and tail), microseconds.")
     launch_us: float = Field(
@@ -90,10 +96,10 @@ class CostModelParams(StrictModel):
         default=False, description="Steps that prefill also replay graphs (vLLM V1 piecewise "
         "graphs, TensorRT-LLM engines); False: they launch eagerly.")
     collective_efficiency: float = Field(
-        default=0.8, gt=0.0, le=1.0,
+        default=0.75, gt=0.0, le=1.0,
         description="Fraction of the link bandwidth per direction collectives achieve.")
     collective_base_us: float = Field(
-        default=5.0, ge=0.0,
+        default=20.0, ge=0.0,
         description="Fixed time of every collective call (launch and synchronisation), microseconds.")
     step_overhead_ms: Optional[float] = Field(
         default=None, ge=0.0,
@@ -108,7 +114,7 @@ class CostModelParams(StrictModel):
         default=1.0, ge=0.0,
         description="CPU time of a decode-only step, milliseconds.")
     per_sequence_overhead_us: float = Field(
-        default=0.0, ge=0.0,
+        default=20.0, ge=0.0,
         description="CPU time per sequence that samples a token in the step (sampling, "
         "detokenisation, output processing), microseconds.")
 

@@ -61,6 +61,16 @@ class Comparison:
     def group(self) -> str:
         return "batch" if self.metric in BATCH_METRICS else "serving"
 
+    @property
+    def family(self) -> str:
+        """batch, ttft, tpot (TPOT and ITL), e2e or throughput."""
+        if self.metric in BATCH_METRICS:
+            return "batch"
+        for prefix, name in (("ttft", "ttft"), ("tpot", "tpot"), ("itl", "tpot"), ("e2e", "e2e")):
+            if self.metric.startswith(prefix):
+                return name
+        return "throughput"
+
 
 @dataclass
 class ValidationReport:
@@ -239,6 +249,10 @@ def render(report: ValidationReport, *, worst: int = 10, markdown: bool = False)
     for key, v in s.items():
         mape = f"{v['mape']:.1f}" if v["mape"] is not None else "-"
         lines.append(f"{'- ' if markdown else '  '}{key}: {mape} over {v['n']} values")
+    fkeys = ("chip", "family")
+    lines.append(h("Held-out rows: MAPE by chip and metric family (static batches larger than "
+                   "the KV cache apart)"))
+    lines += _fmt_table(report.table(fkeys, True, kv_bound=False), fkeys, markdown)
     keys = ("chip", "model", "metric")
     lines.append(h("Held-out rows: MAPE by chip, model and metric"))
     lines += _fmt_table(report.table(keys, True, kv_bound=False), keys, markdown)
