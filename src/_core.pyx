@@ -29,6 +29,7 @@
 cimport cython
 from libc.stdint cimport int8_t, int32_t, int64_t, uint64_t
 from libc.stdlib cimport malloc, calloc, realloc, free
+from libc.string cimport memcpy
 from libc.math cimport INFINITY, NAN, isnan, isfinite
 
 from event_heap cimport Event, EventHeap, heap_init, heap_release, heap_push, heap_pop
@@ -37,7 +38,8 @@ from index_heap cimport (IHeap, iheap_init, iheap_release, iheap_push, iheap_rem
 from itl_hist cimport ITL_NBINS, ITL_MANTISSA_BITS, ITL_MIN_EXPONENT, itl_bin
 from prefix_cache cimport (PrefixCache, prefix_init, prefix_release, prefix_find, prefix_ref,
                            prefix_unref, prefix_insert, prefix_evict_oldest)
-from step_cost cimport CostCoeffs, COST_NFIELDS, StepShape, step_seconds
+from step_cost cimport (CostCoeffs, COST_NFIELDS, COST_NSCALARS, KT_GRID, KT_OPS, KT_ROWS,
+                       StepShape, step_seconds)
 
 import numpy as np
 
@@ -101,13 +103,39 @@ POLICY_STATIC = POL_STATIC
 PREEMPT_RECOMPUTE = PRE_RECOMPUTE
 PREEMPT_SWAP = PRE_SWAP
 
-COST_FIELDS = (
-    "overhead_s", "flops_per_token", "flops_per_logit", "flops_per_attn_pair", "flops_per_s",
-    "weight_bytes", "kv_bytes_per_token", "act_bytes_per_token", "bytes_per_s",
-    "comm_fixed_s", "comm_per_token_s", "expert_bytes", "num_experts", "expert_miss",
-    "flops_per_decode_pair_extra", "flops_per_window_pair", "kv_window_bytes_per_token",
-    "window_tokens",
+COST_SCALARS = (
+    "overhead_prefill_s", "overhead_decode_s", "overhead_per_token_s", "gemm_half_rows",
+    "flops_per_s", "attn_s_per_flop", "attn_half_pairs", "kv_s_per_byte", "bytes_per_s",
+    "elementwise_s_per_byte", "kernel_fixed_s", "prefill_launch_floor_s",
+    "decode_launch_floor_s", "graph_max_decodes",
+    "qkv_flops_per_row", "qkv_weight_bytes", "qkv_act_bytes_per_row",
+    "o_flops_per_row", "o_weight_bytes", "o_act_bytes_per_row",
+    "mlp_in_flops_per_row", "mlp_in_weight_bytes", "mlp_in_act_bytes_per_row",
+    "mlp_out_flops_per_row", "mlp_out_weight_bytes", "mlp_out_act_bytes_per_row",
+    "lm_head_flops_per_row", "lm_head_weight_bytes", "lm_head_act_bytes_per_row",
+    "expert_flops_per_row", "expert_bytes", "expert_act_bytes_per_row",
+    "num_experts", "expert_miss", "experts_per_token",
+    "flops_per_attn_pair", "flops_per_decode_pair_extra", "flops_per_window_pair",
+    "kv_bytes_per_token", "kv_window_bytes_per_token", "window_tokens",
+    "elementwise_bytes_per_token",
+    "ar_ring_fixed_s", "ar_ring_per_token_s", "ar_tree_fixed_s", "ar_tree_per_token_s",
+    "a2a_fixed_s", "a2a_per_token_s", "send_fixed_s", "send_per_token_s",
 )
+# Kernel-table slots after the scalars: (name, length) in struct order.
+COST_ARRAYS = (
+    ("kt_decode_nb", 1), ("kt_decode_ns", 1), ("kt_decode_batch", KT_GRID),
+    ("kt_decode_seq", KT_GRID), ("kt_decode_s", KT_GRID * KT_GRID),
+    ("kt_prefill_nb", 1), ("kt_prefill_ns", 1), ("kt_prefill_batch", KT_GRID),
+    ("kt_prefill_seq", KT_GRID), ("kt_prefill_s", KT_GRID * KT_GRID),
+    ("kt_op_n", KT_OPS), ("kt_op_rows", KT_OPS * KT_ROWS), ("kt_op_s", KT_OPS * KT_ROWS),
+)
+KERNEL_TABLE_GRID = KT_GRID
+KERNEL_TABLE_OPS = KT_OPS
+KERNEL_TABLE_ROWS = KT_ROWS
+COST_FIELDS = COST_SCALARS + tuple(
+    name if size == 1 else f"{name}[{k}]" for name, size in COST_ARRAYS for k in range(size))
+assert len(COST_SCALARS) == COST_NSCALARS
+assert sizeof(CostCoeffs) == COST_NFIELDS * sizeof(double)
 assert len(COST_FIELDS) == COST_NFIELDS
 
 ITL_BINS = ITL_NBINS
@@ -1933,24 +1961,9 @@ cdef dict _pipe_stats(Sim* s):
 
 
 cdef void _load_cost(CostCoeffs* c, const double[::1] v) noexcept:
-    c.overhead_s = v[0]
-    c.flops_per_token = v[1]
-    c.flops_per_logit = v[2]
-    c.flops_per_attn_pair = v[3]
-    c.flops_per_s = v[4]
-    c.weight_bytes = v[5]
-    c.kv_bytes_per_token = v[6]
-    c.act_bytes_per_token = v[7]
-    c.bytes_per_s = v[8]
-    c.comm_fixed_s = v[9]
-    c.comm_per_token_s = v[10]
-    c.expert_bytes = v[11]
-    c.num_experts = v[12]
-    c.expert_miss = v[13]
-    c.flops_per_decode_pair_extra = v[14]
-    c.flops_per_window_pair = v[15]
-    c.kv_window_bytes_per_token = v[16]
-    c.window_tokens = v[17]
+    # CostCoeffs is COST_NFIELDS doubles in COST_FIELDS order (checked at import), so the
+    # coefficient array is its exact image.
+    memcpy(c, &v[0], COST_NFIELDS * sizeof(double))
 
 
 def _check_inputs(const double[::1] arrival_s, const int32_t[::1] prompt_tokens,

@@ -20,10 +20,7 @@ def h100_llama8b_cost() -> CostCoefficients:
 
 def unit_step_cost() -> CostCoefficients:
     """Every step takes exactly one second, whatever it holds: times become step counts."""
-    return CostCoefficients(overhead_s=1.0, flops_per_token=0.0, flops_per_logit=0.0,
-                            flops_per_attn_pair=0.0, flops_per_s=1.0, weight_bytes=0.0,
-                            kv_bytes_per_token=0.0, act_bytes_per_token=0.0, bytes_per_s=1.0,
-                            comm_fixed_s=0.0, comm_per_token_s=0.0)
+    return CostCoefficients.fixed(1.0)
 
 
 def requests(arrival: list[float], prompt: list[int], output: list[int]):

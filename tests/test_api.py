@@ -12,7 +12,7 @@ import tokenmill as tm
 from tokenmill.errors import ConfigError
 
 MODELS = [tm.Scenario, tm.Workload, tm.LengthDistribution, tm.SchedulerPolicy, tm.Plan,
-          tm.Precision, tm.CostModelParams, tm.Hardware, tm.ModelArch]
+          tm.Precision, tm.CostModelParams, tm.Hardware, tm.ModelArch, tm.Calibration]
 
 
 @pytest.mark.parametrize("model", MODELS, ids=lambda m: m.__name__)

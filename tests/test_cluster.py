@@ -305,3 +305,59 @@ def test_draft_memory_is_accounted() -> None:
 def test_cluster_configurations_that_are_refused(kwargs, needle) -> None:
     with pytest.raises((ValueError, tm.ConfigError), match=needle):
         tm.simulate(tm.Scenario(**kwargs))
+
+
+# ---- pricing of stages and expert parallelism (the per-operator model, cluster side) ----------
+
+def _stage_rows(pp: int, **kw):
+    from tokenmill.cluster import stage_coefficients
+    from tokenmill.costparams import CostModelParams
+    from tokenmill.precision import Precision
+
+    return stage_coefficients(tm.find_model("llama-3.1-70b"), tm.find_gpu("h100"), Precision(), 4,
+                              pp, CostModelParams(), fabric=tm.find_fabric("ndr-400"), **kw)
+
+
+def test_pipeline_stages_split_the_work_and_pay_the_per_step_costs_once() -> None:
+    from tokenmill.costmodel import StepShape, step_seconds
+
+    whole, = _stage_rows(1)
+    stages = _stage_rows(4)
+    # layers split 20/20/20/20: weights and KV per stage add up to the whole replica's
+    assert sum(s.weight_bytes for s in stages) == pytest.approx(whole.weight_bytes, rel=1e-9)
+    assert sum(s.kv_bytes_per_token for s in stages) == pytest.approx(whole.kv_bytes_per_token)
+    # scheduling on the first stage only, sampling on the last only, the LM head on the last
+    assert [s.overhead_decode_s > 0 for s in stages] == [True, False, False, False]
+    assert [s.overhead_per_token_s > 0 for s in stages] == [False, False, False, True]
+    assert [s.lm_head_weight_bytes > 0 for s in stages] == [False, False, False, True]
+    # every stage but the last sends on; 4 stages x tp 4 = 16 chips span two 8-GPU domains,
+    # so the send from stage 1 to stage 2 crosses the fabric and costs more than NVLink sends
+    sends = [s.send_per_token_s for s in stages]
+    assert sends[3] == 0.0 and sends[1] > sends[0] == sends[2] > 0.0
+    # a decode step over the four stages costs at least the whole replica's step
+    shape = StepShape(decode_tokens=32, logit_tokens=32, decode_context=32 * 1024)
+    assert sum(step_seconds(s, shape) for s in stages) >= step_seconds(whole, shape)
+
+
+def test_whole_step_kernel_tables_are_refused_for_pipeline_stages() -> None:
+    table = tm.KernelTable.parse("gpu,model,op,batch_size,seq_len,latency_ms\n"
+                                 "h100,llama-3.1-70b,decode,1,512,30.0\n"
+                                 "h100,llama-3.1-70b,decode,64,512,40.0\n")
+    assert _stage_rows(1, kernel_table=table)[0].kt_decode_nb > 0
+    with pytest.raises(tm.ConfigError, match="whole-step rows.*pp = 2"):
+        _stage_rows(2, kernel_table=table)
+
+
+def test_expert_parallelism_trades_all_reduces_for_all_to_alls() -> None:
+    def run(ep: int) -> tm.Result:
+        return tm.simulate(tm.Scenario(model="mixtral-8x7b", gpu="h100", plan=tm.Plan(tp=4, ep=ep),
+                                       workload=tm.Workload(arrival_rate=5, num_requests=50)))
+    from tokenmill.cluster import build_cluster
+
+    tp_only = build_cluster(tm.Scenario(model="mixtral-8x7b", plan=tm.Plan(tp=4))).entry.costs[0]
+    ep4 = build_cluster(tm.Scenario(model="mixtral-8x7b", plan=tm.Plan(tp=4, ep=4))).entry.costs[0]
+    assert tp_only.a2a_fixed_s == 0.0 and ep4.a2a_fixed_s > 0.0
+    assert ep4.ar_ring_fixed_s < tp_only.ar_ring_fixed_s  # attention still all-reduces
+    a, b = run(1), run(4)
+    assert a.num_finished == b.num_finished == 50
+    assert a.tpot_ms.mean != b.tpot_ms.mean

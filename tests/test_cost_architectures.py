@@ -61,7 +61,8 @@ def test_moe_weight_reads_follow_distinct_experts() -> None:
     assert weight_read(1) == pytest.approx(c.weight_bytes + 2 * c.expert_bytes)
     assert weight_read(512) == pytest.approx(c.weight_bytes + 8 * c.expert_bytes)
     full = m.weight_bytes_per_chip(2, 2.0, first=False)
-    assert c.weight_bytes + 8 * c.expert_bytes == pytest.approx(full)
+    # All the stored weights but the norms' (read by the element-wise kernels, 0.001%).
+    assert c.weight_bytes + 8 * c.expert_bytes == pytest.approx(full, rel=1e-4)
     # Memory-bound decode: a batch of 1 costs less than a batch of 64 reading every expert.
     assert decode_seconds(c, 1, 600) < decode_seconds(c, 64, 64 * 600)
     # Active-parameter FLOPs, not total.

@@ -7,11 +7,13 @@
 
 from ._version import __version__
 from .architecture import ModelArch
+from .calibration import Calibration, load_calibration, shipped_calibrations
 from .catalogue import find_fabric, find_gpu, find_model, find_system
 from .engine import simulate
 from .cluster_config import Disaggregation, PoolPlan, RouterConfig, SpeculativeDecoding
 from .errors import CapacityError, ConfigError, TokenmillError
 from .hardware import Hardware
+from .kernel_table import KernelTable
 from .memory import MemoryFit, memory_fit
 from .model_card import model_card
 from .result import RequestRecords, Result
@@ -31,6 +33,7 @@ from .workloads.describe import describe_workload
 
 __all__ = [
     "__version__",
+    "Calibration",
     "CapacityError",
     "Disaggregation",
     "PoolPlan",
@@ -40,6 +43,7 @@ __all__ = [
     "CostModelParams",
     "Fabric",
     "Hardware",
+    "KernelTable",
     "LengthDistribution",
     "MemoryFit",
     "ModelArch",
@@ -57,11 +61,13 @@ __all__ = [
     "find_gpu",
     "find_model",
     "find_system",
+    "load_calibration",
     "memory_fit",
     "model_card",
     "RateProfile",
     "RequestClass",
     "TraceSource",
     "describe_workload",
+    "shipped_calibrations",
     "simulate",
 ]

@@ -30,7 +30,12 @@ POLICY_STATIC: int
 PREEMPT_RECOMPUTE: int
 PREEMPT_SWAP: int
 
+COST_SCALARS: tuple[str, ...]
+COST_ARRAYS: tuple[tuple[str, int], ...]
 COST_FIELDS: tuple[str, ...]
+KERNEL_TABLE_GRID: int
+KERNEL_TABLE_OPS: int
+KERNEL_TABLE_ROWS: int
 ITL_BINS: int
 ITL_BIN_MANTISSA_BITS: int
 ITL_BIN_MIN_EXPONENT: int

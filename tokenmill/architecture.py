@@ -289,6 +289,33 @@ class ModelArch(StrictModel):
             other += 2 * self.head_dim
         return linear, other
 
+    def attention_projections(self, tp: int) -> tuple[float, float]:
+        """(QKV-side, output-projection) matmul weights of one attention block on one chip.
+
+        The QKV side holds everything before attention: Q/K/V projections (GQA), or MLA's
+        replicated down-projections to the latents plus the per-head query and KV
+        up-projections. The output projection maps the heads back to the hidden size."""
+        lin, _ = self._attention(tp)
+        heads = self.num_attention_heads / tp
+        width = self.v_head_dim if self.is_mla else self.head_dim
+        assert width is not None
+        o = heads * width * self.hidden_size
+        return lin - o, o
+
+    def mlp_params(self, width: float, tp: int) -> tuple[float, float, float]:
+        """(input side: gate+up, output side: down, biases) of one MLP of hidden `width` on one chip."""
+        h = self.hidden_size
+        lin, bias = self._mlp(width, tp)
+        down = width / tp * h
+        return lin - down, down, bias
+
+    def router_params(self) -> float:
+        """Router (and shared-expert gate) parameters of one MoE layer, replicated per chip."""
+        return float(self._router()) if self.is_moe else 0.0
+
+    def is_moe_layer(self, layer: int) -> bool:
+        return layer in self._moe_set
+
     def _mlp(self, width: float, tp: int) -> tuple[float, float]:
         """(matmul weights, biases) of one MLP or expert of hidden width `width` on one chip."""
         h = self.hidden_size
@@ -472,6 +499,10 @@ class ModelArch(StrictModel):
                 return heads * 2.0 * (2 * self.kv_lora_rank + self.qk_rope_head_dim)
             return heads * 2.0 * (self.qk_nope_head_dim + self.qk_rope_head_dim + self.v_head_dim)
         return heads * 4.0 * self.head_dim
+
+    def pair_flops(self, tp: int, absorbed: bool = False) -> float:
+        """FLOPs of one (query, key) pair in one layer on one chip (see _pair_flops)."""
+        return self._pair_flops(tp, absorbed)
 
     def attention_flops_per_pair(self, tp: int) -> float:
         """FLOPs for one (query, key) pair in all full-attention layers on one chip (prefill form)."""

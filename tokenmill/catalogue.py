@@ -49,7 +49,7 @@ def parse_file_text(text: str, suffix: str, what: str) -> Any:
             return json.loads(text)
         if suffix in (".yaml", ".yml"):
             try:
-                import yaml
+                import yaml  # type: ignore[import-untyped]
             except ImportError:
                 raise ConfigError(f"{what}: reading YAML needs PyYAML (pip install 'tokenmill[yaml]'); "
                                   "or give the file as TOML or JSON") from None

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from ._validation import describe_validation_error
 from ._version import __version__
-from . import cli_catalogue
+from . import cli_catalogue, cli_latency
 from .catalogue import tomllib
 from .cli_cluster import CLUSTER_FLAG_FIELDS, add_cluster_arguments, apply_cluster_flags
 from .cli_workload import WORKLOAD_FLAG_FIELDS, add_workload_arguments, apply_workload_flags
@@ -54,6 +54,7 @@ FLAG_FIELDS: dict[str, tuple[str, ...]] = {
     "step_overhead_ms": ("cost", "step_overhead_ms"),
     **cli_catalogue.CATALOGUE_FLAG_FIELDS,
     **CLUSTER_FLAG_FIELDS,
+    **cli_latency.LATENCY_FLAG_FIELDS,
 }
 
 
@@ -104,7 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--kv-block-size", type=whole, help="tokens per KV block (default 16)")
     g.add_argument("--kv-blocks", type=whole, help="KV capacity in blocks (default: from memory)")
     g.add_argument("--gpu-memory-utilization", type=real, help="fraction of memory used (default 0.9)")
-    g.add_argument("--step-overhead-ms", type=real, help="framework time per step (default 1.0)")
+    g.add_argument("--step-overhead-ms", type=real, help="framework time per step, prefill and "
+                   "decode alike (default: the calibration's, else 1.0)")
+    g = run.add_argument_group("latency model")
+    cli_latency.add_run_flags(g)
     add_workload_arguments(run)
     add_cluster_arguments(run, whole, real)
     g = run.add_argument_group("simulation")
@@ -114,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--output", choices=sorted(RENDERERS), default="text", help="format (default text)")
     cli_catalogue.add_commands(sub, whole, real)
     register_workload_command(sub)
+    cli_latency.add_commands(sub, real)
     return parser
 
 
@@ -158,6 +163,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help()
         return EXIT_BAD_INPUT
     done = cli_catalogue.run_command(args)
+    if done is None:
+        done = cli_latency.run_command(args)
     if done is not None:
         return done
     if getattr(args, "handler", None) is not None:  # other commands (tokenmill workload ...)

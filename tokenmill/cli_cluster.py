@@ -51,7 +51,7 @@ def add_cluster_arguments(run: argparse.ArgumentParser, whole: Callable[[str], A
 
 def apply_cluster_flags(args: argparse.Namespace, data: dict[str, Any]) -> None:
     """Flags that shape nested optional sections (disaggregation, speculative)."""
-    pools = {"prefill": {}, "decode": {}}
+    pools: dict[str, dict[str, Any]] = {"prefill": {}, "decode": {}}
     for role in pools:
         for key in ("replicas", "gpu", "tp", "pp"):
             value = getattr(args, f"{role}_{key}", None)
@@ -69,7 +69,8 @@ def apply_cluster_flags(args: argparse.Namespace, data: dict[str, Any]) -> None:
             if fields:
                 section.setdefault(role, {}).update(fields)
         section.update({k: v for k, v in link.items() if v is not None})
-    spec = data.get("speculative") if isinstance(data.get("speculative"), dict) else {}
+    given = data.get("speculative")
+    spec: dict[str, Any] = dict(given) if isinstance(given, dict) else {}
     if getattr(args, "spec_tokens", None) is not None:
         spec.update(method="draft", tokens=args.spec_tokens)
     if getattr(args, "mtp_heads", None) is not None:

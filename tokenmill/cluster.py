@@ -17,12 +17,16 @@ from . import _core
 from .architecture import ModelArch
 from .catalogue import find_fabric, find_model, find_system
 from .cluster_config import RouterConfig
+from . import costmodel
 from .costmodel import CostCoefficients, coefficients
+from .costparams import CostModelParams
 from .errors import ConfigError
 from .hardware import GIB, Hardware
+from .kernel_table import KernelTable
 from .memory import MemoryFit, plan_memory
 from .policy import ResolvedPolicy, resolve_policy
-from .precision import ACTIVATION_TRAFFIC_BYTES, Precision
+from .precision import Precision
+from .systems import Fabric
 
 ROUTERS = {
     "round-robin": _core.ROUTER_ROUND_ROBIN,
@@ -55,68 +59,41 @@ def auto_draft(model: ModelArch) -> ModelArch:
 # ---------------------------------------------------------------------------------------------
 
 def stage_coefficients(model: ModelArch, hw: Hardware, precision: Precision, tp: int, pp: int,
-                       params: Any, send_bytes_per_s: float, send_latency_s: float
-                       ) -> list[CostCoefficients]:
-    """Coefficients for each of the `pp` stages of a replica. A stage computes its own layers
-    (per-layer terms scale with its share of the layers), its weights are exactly its layers'
-    (plus the LM head on the last stage), the LM head's FLOPs and the framework overhead fall
-    on the last and first stage, and every stage but the last sends its activations on."""
-    whole = coefficients(model, hw, precision, tp, params)
+                       params: CostModelParams, *, ep: int = 1, fabric: Optional[Fabric] = None,
+                       kernel_table: Optional[KernelTable] = None) -> list[CostCoefficients]:
+    """Coefficients for each of the `pp` stages of a replica (costmodel.stage_coefficients:
+    each stage its own layers, the embedding on the first, the LM head on the last, the send
+    of its hidden states to the next). The engine's per-step work is paid once per step, not
+    once per stage: scheduling on the first stage, sampling (per-sequence CPU time) on the last.
+    """
+    rows = costmodel.stage_coefficients(model, hw, precision, tp, pp, params, ep=ep,
+                                        fabric=fabric, kernel_table=kernel_table)
     if pp == 1:
-        return [whole]
-    wb, sparse = precision.weight_bytes, precision.sparsity_factor
-    rows = []
-    act_bytes = ACTIVATION_TRAFFIC_BYTES
-    moe = set(model.moe_layers) if model.is_moe else set()
-    for stage in range(pp):
-        layers = model.stage_layers(pp, stage)
-        share = len(layers) / model.num_layers
-        moe_share = (len(moe & set(layers)) / len(moe)) if moe else 0.0
-        last = stage == pp - 1
-        weights = model.weight_bytes_per_chip(tp, wb, layers=layers, first=False, last=last,
-                                              sparsity=sparse)
-        routed = whole.expert_bytes * whole.num_experts * moe_share
-        send_fixed = 0.0 if last else send_latency_s
-        send_per_token = 0.0 if last else model.hidden_size * act_bytes / send_bytes_per_s
-        rows.append(replace(
-            whole,
-            overhead_s=whole.overhead_s if stage == 0 else 0.0,
-            flops_per_token=whole.flops_per_token * share,
-            flops_per_logit=whole.flops_per_logit if last else 0.0,
-            flops_per_attn_pair=whole.flops_per_attn_pair * share,
-            weight_bytes=weights - routed,
-            kv_bytes_per_token=whole.kv_bytes_per_token * share,
-            act_bytes_per_token=whole.act_bytes_per_token * share,
-            comm_fixed_s=whole.comm_fixed_s * share + send_fixed,
-            comm_per_token_s=whole.comm_per_token_s * share + send_per_token,
-            expert_bytes=whole.expert_bytes * moe_share,
-            flops_per_decode_pair_extra=whole.flops_per_decode_pair_extra * share,
-            flops_per_window_pair=whole.flops_per_window_pair * share,
-            kv_window_bytes_per_token=whole.kv_window_bytes_per_token * share,
-        ))
-    return rows
+        return rows
+    if rows[0].kt_decode_nb > 0 or rows[0].kt_prefill_nb > 0:
+        raise ConfigError(f"kernel_table: its whole-step rows (op decode / prefill) time all "
+                          f"{model.num_layers} layers of {model.name}, so they cannot price one "
+                          f"of plan.pp = {pp} pipeline stages; use per-operator rows "
+                          f"({', '.join(costmodel.OP_NAMES)}) or pp = 1")
+    out = []
+    for stage, row in enumerate(rows):
+        changes: dict[str, Any] = {}
+        if stage > 0:
+            changes.update(overhead_prefill_s=0.0, overhead_decode_s=0.0)
+        if stage < pp - 1:
+            changes.update(overhead_per_token_s=0.0)
+        out.append(replace(row, **changes))
+    return out
 
 
 def head_coefficients(model: ModelArch, hw: Hardware, precision: Precision, tp: int,
-                      params: Any) -> CostCoefficients:
-    """One MTP/EAGLE head: the model's last layer and its LM head, without framework overhead."""
-    whole = coefficients(model, hw, precision, tp, params)
-    share = 1.0 / model.num_layers
+                      params: CostModelParams, ep: int = 1) -> CostCoefficients:
+    """One MTP/EAGLE head: the model's last layer and its LM head, without the engine's per-step
+    overheads (the target step pays those)."""
     last = range(model.num_layers - 1, model.num_layers)
-    moe_share = (1.0 / len(model.moe_layers)) if model.is_moe and (model.num_layers - 1) in set(model.moe_layers) else 0.0
-    weights = model.weight_bytes_per_chip(tp, precision.weight_bytes, layers=last, first=False,
-                                          last=True, sparsity=precision.sparsity_factor)
-    return replace(
-        whole, overhead_s=0.0, flops_per_token=whole.flops_per_token * share,
-        flops_per_attn_pair=whole.flops_per_attn_pair * share,
-        weight_bytes=weights - whole.expert_bytes * whole.num_experts * moe_share,
-        kv_bytes_per_token=whole.kv_bytes_per_token * share,
-        act_bytes_per_token=whole.act_bytes_per_token * share,
-        comm_fixed_s=whole.comm_fixed_s * share, comm_per_token_s=whole.comm_per_token_s * share,
-        expert_bytes=whole.expert_bytes * moe_share,
-        flops_per_decode_pair_extra=whole.flops_per_decode_pair_extra * share,
-        flops_per_window_pair=whole.flops_per_window_pair * share,
-        kv_window_bytes_per_token=whole.kv_window_bytes_per_token * share)
+    row = coefficients(model, hw, precision, tp, params, layers=last, first=False, last=True,
+                       ep=ep)
+    return replace(row, overhead_prefill_s=0.0, overhead_decode_s=0.0, overhead_per_token_s=0.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,23 +140,12 @@ class ClusterBuild:
         return len(self.pools) == 2
 
 
-def _fabric(scenario: Any) -> tuple[float, float, str]:
-    """Scale-out bandwidth per chip (bytes/s) and latency (s) of the scenario's fabric."""
+def _fabric(scenario: Any) -> Fabric:
+    """The scale-out fabric between nodes: the scenario's, else its system's, else NDR-400."""
     name = scenario.fabric
     if name is None and scenario.system is not None:
         name = find_system(scenario.system).default_fabric
-    fab = find_fabric(name or DEFAULT_FABRIC)
-    return fab.bandwidth_per_chip_gbps * 1e9, fab.latency_us * 1e-6, fab.name
-
-
-def _send_link(hw: Hardware, tp: int, pp: int, fabric_bps: float, fabric_lat: float,
-               params: Any) -> tuple[float, float]:
-    """Where a replica's pipeline stages hand activations to each other: over the scale-up
-    domain when the whole replica fits in it, else over the scale-out fabric."""
-    if tp * pp <= hw.scale_up_domain and hw.scale_up_bandwidth_gbps > 0:
-        return (hw.scale_up_bytes_per_s_per_direction() * params.collective_efficiency,
-                hw.scale_up_latency_us * 1e-6)
-    return fabric_bps * params.collective_efficiency, fabric_lat
+    return find_fabric(name or DEFAULT_FABRIC)
 
 
 def _draft_costs(scenario: Any, hw: Hardware, tp: int) -> tuple[Optional[CostCoefficients], float, float]:
@@ -190,7 +156,7 @@ def _draft_costs(scenario: Any, hw: Hardware, tp: int) -> tuple[Optional[CostCoe
     model = scenario.model_arch()
     precision = scenario.precision
     if spec.method == "mtp":
-        coeff = head_coefficients(model, hw, precision, tp, scenario.cost)
+        coeff = head_coefficients(model, hw, precision, tp, scenario.cost, scenario.plan.ep)
         last = range(model.num_layers - 1, model.num_layers)
         weights = model.weight_bytes_per_chip(tp, precision.weight_bytes, layers=last,
                                               first=False, last=False,
@@ -198,14 +164,15 @@ def _draft_costs(scenario: Any, hw: Hardware, tp: int) -> tuple[Optional[CostCoe
         return coeff, weights, model.kv_bytes_per_token(tp, precision.kv_bytes, layers=last)
     draft = find_model(spec.draft_model) if spec.draft_model else auto_draft(model)
     dtp = tp if draft.num_attention_heads % tp == 0 else 1
-    coeff = replace(coefficients(draft, hw, precision, dtp, scenario.cost), overhead_s=0.0)
+    coeff = replace(coefficients(draft, hw, precision, dtp, scenario.cost), overhead_prefill_s=0.0,
+                    overhead_decode_s=0.0, overhead_per_token_s=0.0)
     weights = draft.weight_bytes_per_chip(dtp, precision.weight_bytes,
                                           sparsity=precision.sparsity_factor)
     return coeff, weights, draft.kv_bytes_per_token(dtp, precision.kv_bytes)
 
 
 def _pool(scenario: Any, role: str, hw: Hardware, tp: int, pp: int, replicas: int,
-          fabric_bps: float, fabric_lat: float) -> PoolBuild:
+          fabric: Fabric, kernel_table: Optional[KernelTable]) -> PoolBuild:
     model = scenario.model_arch()
     model.check_tensor_parallel(tp)
     if tp > hw.scale_up_domain:
@@ -215,9 +182,8 @@ def _pool(scenario: Any, role: str, hw: Hardware, tp: int, pp: int, replicas: in
     policy = resolve_policy(scenario.scheduler, hw)
     fit = plan_memory(model, hw, scenario.precision, tp, scenario.scheduler, pp=pp,
                       ep=scenario.plan.ep)
-    send_bps, send_lat = _send_link(hw, tp, pp, fabric_bps, fabric_lat, scenario.cost)
-    costs = stage_coefficients(model, hw, scenario.precision, tp, pp, scenario.cost, send_bps,
-                               send_lat)
+    costs = stage_coefficients(model, hw, scenario.precision, tp, pp, scenario.cost,
+                               ep=scenario.plan.ep, fabric=fabric, kernel_table=kernel_table)
     blocks = fit.kv_capacity_blocks
     draft, draft_weights, draft_kv = _draft_costs(scenario, hw, tp)
     if draft is not None and not fit.kv_blocks_overridden:
@@ -231,21 +197,23 @@ def _pool(scenario: Any, role: str, hw: Hardware, tp: int, pp: int, replicas: in
                      costs=costs, kv_capacity_blocks=blocks, draft=draft)
 
 
-def build_cluster(scenario: Any) -> ClusterBuild:
+def build_cluster(scenario: Any, kernel_table: Optional[KernelTable] = None) -> ClusterBuild:
     """The pools, their cost rows and capacities, and the kernel arguments they make."""
-    fabric_bps, fabric_lat, _ = _fabric(scenario)
+    fabric = _fabric(scenario)
+    fabric_bps = fabric.bandwidth_per_chip_gbps * 1e9
+    fabric_lat = fabric.latency_us * 1e-6
     hw = scenario.hardware()
     plan = scenario.plan
     dis = scenario.disaggregation
     if dis is None:
-        pools = [_pool(scenario, "unified", hw, plan.tp, plan.pp, plan.replicas, fabric_bps,
-                       fabric_lat)]
+        pools = [_pool(scenario, "unified", hw, plan.tp, plan.pp, plan.replicas, fabric,
+                       kernel_table)]
     else:
         pools = []
         for role, pp_ in (("prefill", dis.prefill), ("decode", dis.decode)):
             chip = scenario.hardware_named(pp_.gpu) if pp_.gpu else hw
             pools.append(_pool(scenario, role, chip, pp_.tp or plan.tp, pp_.pp, pp_.replicas,
-                               fabric_bps, fabric_lat))
+                               fabric, kernel_table))
     router = scenario.router
     args: dict[str, Any] = {
         "num_replicas": pools[0].replicas,
@@ -280,6 +248,7 @@ def build_cluster(scenario: Any) -> ClusterBuild:
     if spec is not None:
         args["spec_tokens"] = spec.tokens
         args["spec_acceptance"] = spec.acceptance()
-        if all(p.draft is not None for p in pools):
-            args["draft_cost"] = np.stack([p.draft.to_array() for p in pools])
+        drafts = [p.draft for p in pools if p.draft is not None]
+        if len(drafts) == len(pools):
+            args["draft_cost"] = np.stack([d.to_array() for d in drafts])
     return ClusterBuild(pools=pools, router=router, kernel_args=args)

@@ -18,6 +18,7 @@ from .cluster import ClusterBuild, build_cluster
 from .cluster_stats import cluster_stats
 from .errors import ConfigError
 from .hardware import GIB
+from .kernel_table import KernelTable
 from .metrics import LatencyStats, itl_stats
 from .policy import ResolvedPolicy
 from .result import RequestRecords, Result
@@ -27,8 +28,10 @@ from .workloads.report import with_workload_details
 
 
 def simulate(scenario: Optional[Scenario] = None, *,
-             workload: Optional[WorkloadArrays] = None) -> Result:
-    """Run one simulation. `workload` replaces the scenario's generated requests if given.
+             workload: Optional[WorkloadArrays] = None,
+             kernel_table: Optional[KernelTable] = None) -> Result:
+    """Run one simulation. `workload` replaces the scenario's generated requests if given;
+    `kernel_table` (else the scenario's kernel_table file) overrides modelled step times.
 
     With a closed loop (scenario.workload.concurrency), the workload's arrival times are the
     earliest send times; the kernel decides the actual ones, which the result reports.
@@ -36,7 +39,9 @@ def simulate(scenario: Optional[Scenario] = None, *,
     started = time.perf_counter()
     scenario = scenario if scenario is not None else Scenario()
     model = scenario.model_arch()
-    build = build_cluster(scenario)
+    if kernel_table is None and scenario.kernel_table is not None:
+        kernel_table = KernelTable.load(scenario.kernel_table)
+    build = build_cluster(scenario, kernel_table=kernel_table)
     entry = build.entry
     policy = entry.policy
     arrays = workload if workload is not None else generate(scenario.workload, scenario.seed)

@@ -163,7 +163,7 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
     n = len(arrival_s)
     B = block_size
     K = spec_tokens
-    acc = [float(x) for x in (spec_acceptance if K > 0 else [])]
+    acc = [float(x) for x in (spec_acceptance if K > 0 and spec_acceptance is not None else [])]
     disagg = decode_replicas > 0
     send_at = [float(x) for x in arrival_s]
     # arrival[k] is known for k < n_issued: all of them in open loop, the first C in closed loop
@@ -178,8 +178,11 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
     prio = [int(x) for x in priority] if priority is not None else [0] * n
     G = prefix_granule_tokens if prefix_caching else 1
     gb = G // B if prefix_caching else 1
-    ids_of = ([[int(x) for x in prefix_ids[prefix_offsets[i]:prefix_offsets[i + 1]]] for i in range(n)]
-              if prefix_caching else [[] for _ in range(n)])
+    ids_of: list[list[int]] = [[] for _ in range(n)]
+    if prefix_caching:
+        assert prefix_ids is not None and prefix_offsets is not None
+        ids_of = [[int(x) for x in prefix_ids[prefix_offsets[i]:prefix_offsets[i + 1]]]
+                  for i in range(n)]
     rng = _SplitMix64(seed)
 
     first_token = [math.nan] * n
@@ -215,9 +218,9 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
     pipes: list[_Pipe] = []
     engines: list[_Engine] = []
     pool_pipes: list[list[int]] = []
-    for pool, (replicas, rows, tokens_, seqs, capacity, swap_cap, swap_s) in enumerate(pool_specs):
+    for pool, (n_replicas, rows, tokens_, seqs, capacity, swap_cap, swap_s) in enumerate(pool_specs):
         pool_pipes.append([])
-        for _ in range(replicas):
+        for _ in range(n_replicas):
             pipes.append(_Pipe(pool=pool, first_engine=len(engines), costs=rows,
                                stage_free=[0.0] * len(rows), stage_busy=[0.0] * len(rows)))
             pool_pipes[pool].append(len(pipes) - 1)
@@ -826,8 +829,8 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
     def col(values: list, dtype: type) -> np.ndarray:
         return np.array(values, dtype=dtype)
 
-    stats = {name: col([e.stats[name] for e in engines], np.int64) for name in engines[0].stats}
-    replicas = {name: stats[name] for name in (
+    counts = {name: col([e.stats[name] for e in engines], np.int64) for name in engines[0].stats}
+    replicas: dict[str, np.ndarray] = {name: counts[name] for name in (
         "steps", "preemptions", "swap_out_blocks", "swap_in_blocks", "prefill_tokens",
         "recompute_tokens", "decode_tokens", "prefix_query_tokens", "prefix_hit_tokens",
         "max_step_tokens", "kv_peak_blocks")}
@@ -837,7 +840,7 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
     replicas["pool"] = col([e.pool for e in engines], np.int64)
     replicas["pipe"] = col([e.pipe for e in engines], np.int64)
     for name in ("spec_tokens", "kv_sent", "kv_received"):
-        replicas[name] = stats[name]
+        replicas[name] = counts[name]
     replicas["busy_s"] = col([e.busy_s for e in engines], np.float64)
     replicas["kv_block_seconds"] = col([e.kv_block_s for e in engines], np.float64)
     pipe_stats = {

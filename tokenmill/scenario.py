@@ -14,6 +14,7 @@ from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_v
 from ._validation import StrictModel
 from .architecture import ModelArch
 from .catalogue import find_fabric, find_gpu, find_model, find_system
+from .costparams import CostModelParams
 from .hardware import Hardware
 from .precision import Precision, split_variant
 from .workloads.config import (LengthDistribution, RateProfile, RequestClass,  # noqa: F401
@@ -37,8 +38,8 @@ class Plan(StrictModel):
         "micro-batches fill the pipeline, docs/cluster.md).")
     ep: PositiveInt = Field(
         default=1, description="Expert-parallel groups inside the tensor-parallel group (must "
-        "divide tp and the experts). Changes where experts live, not the average bytes a step "
-        "reads; its all-to-all is priced like the all-reduce it replaces.")
+        "divide tp and the experts). The MoE layers then dispatch and combine tokens with "
+        "all-to-alls instead of all-reducing.")
     replicas: PositiveInt = Field(default=1, description="Identical replicas behind the router.")
     gpus: Optional[PositiveInt] = Field(
         default=None, description="Total chips, instead of replicas: replicas = gpus / (tp x pp); "
@@ -99,21 +100,19 @@ class SchedulerPolicy(StrictModel):
         return self
 
 
-class CostModelParams(StrictModel):
-    """Achieved fractions of peak and fixed overheads of the step roofline.
+def _calibrated_cost(calibration: str, given: object) -> object:
+    """The calibration's parameters with the explicitly given cost fields on top."""
+    from .calibration import load_calibration
 
-    Defaults are provisional round figures (a dense GEMM typically sustains ~70% of peak on
-    Hopper, a decode step ~80% of HBM bandwidth, NCCL all-reduce ~75% of NVLink bandwidth, a
-    vLLM step ~1 ms of CPU work with CUDA graphs); `tokenmill calibrate` will fit them."""
-
-    compute_efficiency: float = Field(default=0.70, gt=0.0, le=1.0,
-                                      description="Achieved fraction of peak tensor FLOP/s.")
-    memory_efficiency: float = Field(default=0.80, gt=0.0, le=1.0,
-                                     description="Achieved fraction of peak memory bandwidth.")
-    collective_efficiency: float = Field(default=0.75, gt=0.0, le=1.0,
-                                         description="Achieved fraction of scale-up bandwidth.")
-    step_overhead_ms: float = Field(default=1.0, ge=0.0,
-                                    description="Framework time per step (scheduling, sampling).")
+    base = load_calibration(calibration).params.model_dump()
+    if isinstance(given, CostModelParams):
+        given = given.model_dump(exclude_unset=True)
+    if not isinstance(given, dict):
+        return base if given is None else given
+    if given.get("step_overhead_ms") is not None:  # one number for both overheads wins
+        base.pop("prefill_step_overhead_ms")
+        base.pop("decode_step_overhead_ms")
+    return {**base, **given}
 
 
 class Scenario(StrictModel):
@@ -132,7 +131,14 @@ class Scenario(StrictModel):
     plan: Plan = Field(default=Plan(), description="Parallel layout of one replica.")
     scheduler: SchedulerPolicy = Field(default=SchedulerPolicy(), description="Batching policy.")
     workload: Workload = Field(default=Workload(), description="The requests to serve.")
-    cost: CostModelParams = Field(default=CostModelParams(), description="Cost-model parameters.")
+    cost: CostModelParams = Field(default=CostModelParams(), description="Cost-model parameters "
+                                  "(efficiencies and overheads; a calibration fills them).")
+    calibration: Optional[str] = Field(
+        default=None, description="Shipped calibration name (e.g. 'h100-vllm') or calibration "
+        "file whose parameters fill `cost`; fields given in `cost` override it.")
+    kernel_table: Optional[str] = Field(
+        default=None, description="CSV of measured step or operator times (gpu, model, op, "
+        "batch_size, seq_len, latency_ms) that override the cost model where they apply.")
     router: RouterConfig = Field(default=RouterConfig(), description="Request routing.")
     disaggregation: Optional[Disaggregation] = Field(
         default=None, description="Separate prefill and decode pools (None: unified replicas).")
@@ -168,6 +174,9 @@ class Scenario(StrictModel):
             chip = find_system(system).chip
             if "gpu" not in data:
                 data["gpu"] = chip
+        calibration = data.get("calibration")
+        if isinstance(calibration, str):
+            data["cost"] = _calibrated_cost(calibration, data.get("cost"))
         return _plan_from_gpus(data)
 
     @field_validator("fabric")
@@ -175,6 +184,15 @@ class Scenario(StrictModel):
     def _known_fabric(cls, v: Optional[str]) -> Optional[str]:
         if v is not None:
             find_fabric(v)
+        return v
+
+    @field_validator("kernel_table")
+    @classmethod
+    def _readable_table(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None:
+            from .kernel_table import KernelTable
+
+            KernelTable.load(v)  # refuse a missing or malformed file up front
         return v
 
     @field_validator("system")
