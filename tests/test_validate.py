@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tokenmill.calibrate import calibrate
 from tokenmill.cli import main
 from tokenmill.measurements import parse_measurements
 from tokenmill.replay import Resolved, Skip, resolve, workload
+from tokenmill.engine import simulate
 from tokenmill.validate import render, to_json, validate
 
 HEADER = ("point_id,source_id,measurement_class,hardware,model,precision_weights,precision_kv,tp,"
@@ -23,11 +25,12 @@ ROWS = [
     "random (nominal in 512 / out 256 range_ratio 0),512,256,200,,2,,40,8,,900,2.0,",
     # the same point again (from another file): dropped as a duplicate
     "P3,SX,static_batch,H100-SXM-80GB,Meta-Llama-3-8B,BF16,BF16,1,vLLM,0.5,fixed,128,128,,,,16,,,1100,,,",
+    # a closed loop of 8 clients (simulated as one)
+    "P6,SX,latency_at_fixed_concurrency,H100-SXM-80GB,Llama-3.1-8B,BF16,BF16,1,vLLM,0.6,fixed,128,128,"
+    "100,8,,,30,9,,,,",
     # skipped, each for its own reason
     "P4,SX,static_batch,GH200 (CG1),Llama-3.1-8B,BF16,BF16,1,vLLM,0.5,fixed,128,128,,,,16,,,900,,,",
     "P5,SX,static_batch,H100-SXM-80GB,Llama-3.1-8B,BF16,BF16,1,llama.cpp,b1,fixed,128,128,,,,16,,,900,,,",
-    "P6,SX,latency_at_fixed_concurrency,H100-SXM-80GB,Llama-3.1-8B,BF16,BF16,1,vLLM,0.6,fixed,128,128,"
-    "100,8,,,30,9,,,,",
     "P7,SX,static_batch,H100-SXM-80GB,OPT-66B,BF16,BF16,1,vLLM,0.5,fixed,128,128,,,,16,,,900,,,",
     # faster than reading 16 GB of weights 127 times at 3.35 TB/s allows: stopped early
     "P8,SX,static_batch,H100-SXM-80GB,Llama-3.1-8B,BF16,BF16,1,vLLM,0.5,fixed,128,128,,,,1,,,40,,,",
@@ -42,11 +45,11 @@ def test_rows_are_simulated_skipped_or_deduplicated_with_reasons() -> None:
     report = validate(_rows())
     assert report.rows == 7 and report.duplicates == 1
     simulated = {c.measurement.id for c in report.comparisons}
-    assert simulated == {"P1", "P2"}
+    assert simulated == {"P1", "P2", "P6"}
     reasons = " | ".join(report.skipped)
-    assert "GH200" in reasons and "llama.cpp" in reasons and "closed-loop" in reasons
+    assert "GH200" in reasons and "llama.cpp" in reasons
     assert "no model preset for 'OPT-66B'" in reasons and "stopped before its output length" in reasons
-    assert sum(report.skipped.values()) == 5
+    assert sum(report.skipped.values()) == 4
     metrics = {(c.measurement.id, c.metric) for c in report.comparisons}
     assert ("P1", "batch_latency_ms") in metrics
     assert {("P2", "ttft_median_ms"), ("P2", "tpot_median_ms")} <= metrics
@@ -87,8 +90,29 @@ def test_replay_builds_the_run_the_measurement_describes() -> None:
     wl = workload(rows["P2"])
     assert len(wl) == 200 and wl.prompt_tokens.max() <= 512 and wl.output_tokens.min() >= 1
     assert 1.5 < 200 / wl.arrival_s[-1] < 2.6   # Poisson at 2 req/s
-    s = resolve(rows["P6"])
-    assert isinstance(s, Skip)
+    closed = resolve(rows["P6"])
+    assert isinstance(closed, Resolved)
+    scenario = closed.scenario()
+    assert scenario.workload.concurrency == 8 and scenario.workload.num_requests == 100
+    result = simulate(scenario, workload=workload(rows["P6"]))
+    assert result.num_finished == 100
+    # never more than 8 requests outstanding: the 9th is sent when the first one finishes
+    req = result.requests
+    order = np.argsort(req.arrival_s, kind="stable")
+    assert np.all(req.arrival_s[order][8:] >= np.sort(req.completion_s)[:92] - 1e-12)
+
+
+def test_the_measured_plan_is_replayed_as_given() -> None:
+    row = ("P9,SX,latency_at_fixed_rate_poisson,H100-SXM-80GB,Llama-3.1-70B-Instruct,BF16,BF16,4,"
+           "vLLM,0.6,fixed,512,128,200,,2,,80,20,,,,")
+    header = HEADER.replace(",tp,", ",tp,pp,dp_or_replicas,")
+    cells = row.split(",")
+    cells[7:8] = ["4", "2", "2"]
+    m = parse_measurements(header + "\n" + ",".join(cells) + "\n", "plan.csv")[0]
+    r = resolve(m)
+    assert isinstance(r, Resolved) and (r.tp, r.pp, r.replicas) == (4, 2, 2)
+    plan = r.scenario().plan
+    assert (plan.tp, plan.pp, plan.replicas) == (4, 2, 2)
 
 
 def test_render_and_json() -> None:

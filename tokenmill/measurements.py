@@ -63,6 +63,7 @@ class Measurement:
     tp: int = 1
     pp: int = 1
     ep: int = 1
+    replicas: int = 1                     # data-parallel replicas behind one endpoint
     dataset: str = ""
     isl: Optional[float] = None           # nominal input tokens
     osl: Optional[float] = None           # nominal output tokens
@@ -169,7 +170,8 @@ def _serving(r: dict[str, str]) -> Measurement:
         model=r["model"], framework=r["framework"], version=r.get("framework_version", ""),
         precision_weights=r.get("precision_weights", ""), precision_kv=r.get("precision_kv", ""),
         tp=_int(r.get("tp", ""), 1) or 1, pp=_int(r.get("pp", ""), 1) or 1,
-        ep=_int(r.get("ep", ""), 1) or 1, dataset=r.get("dataset", ""),
+        ep=_int(r.get("ep", ""), 1) or 1, replicas=_int(r.get("dp_or_replicas", ""), 1) or 1,
+        dataset=r.get("dataset", ""),
         isl=_num(r.get("isl", "")), osl=_num(r.get("osl", "")),
         isl_mean=_num(r.get("isl_mean_actual", "")), osl_mean=_num(r.get("osl_mean_actual", "")),
         batch=_int(r.get("batch_size", "")), rate=rate,

@@ -15,8 +15,10 @@ Requests by dataset:
   vLLM's benchmark scripts produce on ShareGPT (224 input, 190 output tokens: S07's measured
   means). This is an emulation; TTFT/TPOT percentiles depend on the real length mix.
 Offline runs queue every request at time 0; Poisson runs draw arrivals at the stated rate
-(seeded). Closed-loop (fixed-concurrency) runs are skipped: closed-loop workloads are added by
-another issue.
+(seeded); fixed-concurrency runs keep that many requests outstanding (a closed loop with no
+think time, as vLLM's `--max-concurrency` and GenAI-Perf run them). The measured plan is
+replayed as given: tp, pp (stages with micro-batches in flight), ep, and data-parallel replicas
+behind a round-robin router.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from .measurements import Measurement, chip_for, engine_for, model_for, precisio
 from .memory import memory_fit
 from .precision import Precision
 from .result import Result
-from .scenario import Plan, Scenario, SchedulerPolicy
+from .scenario import Plan, Scenario, SchedulerPolicy, Workload
 from .workload import WorkloadArrays
 
 SHAREGPT_MEANS = (224.0, 190.0)   # input, output tokens (S07's measured ShareGPT means)
@@ -59,6 +61,9 @@ class Resolved:
     precision: Precision
     tp: int
     engine: EngineRun
+    pp: int = 1
+    ep: int = 1
+    replicas: int = 1
     model_note: str = ""
     kv_capacity_tokens: int = 0   # per replica, from the memory fit
 
@@ -76,9 +81,13 @@ class Resolved:
         return f"{self.chip}-{self.engine.calibration_engine}"
 
     def scenario(self, params: Optional[CostModelParams] = None) -> Scenario:
+        m = self.measurement
+        closed = Workload(concurrency=m.concurrency, num_requests=_request_count(m)) \
+            if m.kind == "concurrency" else Workload()
         return Scenario(model=self.model, gpu=self.chip, precision=self.precision,
-                        plan=Plan(tp=self.tp), scheduler=SchedulerPolicy(**self.engine.scheduler),  # type: ignore[arg-type]
-                        cost=params or CostModelParams(), seed=42)
+                        plan=Plan(tp=self.tp, pp=self.pp, ep=self.ep, replicas=self.replicas),
+                        scheduler=SchedulerPolicy(**self.engine.scheduler),  # type: ignore[arg-type]
+                        workload=closed, cost=params or CostModelParams(), seed=42)
 
 
 @dataclass(frozen=True)
@@ -93,9 +102,8 @@ def resolve(m: Measurement) -> Resolved | Skip:
     """The scenario pieces of a serving-level measurement, or the reason it is skipped."""
     if m.kind in ("op", "step", "allreduce"):
         return Skip(m, f"{m.kind}-level measurement: used by calibrate, not replayed")
-    if m.kind == "concurrency":
-        return Skip(m, "fixed-concurrency (closed-loop) run: closed-loop workloads are another "
-                       "issue's work")
+    if m.kind == "concurrency" and not m.concurrency:
+        return Skip(m, "fixed-concurrency run without its concurrency")
     chip, why = chip_for(m.hardware)
     if chip is None:
         return Skip(m, why)
@@ -108,10 +116,6 @@ def resolve(m: Measurement) -> Resolved | Skip:
     fields, why = precision_for(m.precision_weights, m.precision_kv, m.framework)
     if fields is None:
         return Skip(m, why)
-    if m.pp > 1 or m.ep > 1:
-        return Skip(m, "pipeline or expert parallelism: scheduled by another issue")
-    if "replicas" in m.precision_weights or "2 replicas" in m.notes:
-        return Skip(m, "several replicas: routing between replicas is another issue's work")
     if not any(k in PREDICTABLE for k in m.metrics):
         return Skip(m, "no metric tokenmill predicts")
     try:
@@ -119,19 +123,23 @@ def resolve(m: Measurement) -> Resolved | Skip:
         arch = find_model(model)
         hw = find_gpu(chip)
         run = engine_run(m, engine, arch)
-        Scenario(model=model, gpu=chip, precision=precision, plan=Plan(tp=m.tp),
+        Scenario(model=model, gpu=chip, precision=precision,
+                 plan=Plan(tp=m.tp, pp=m.pp, ep=m.ep, replicas=m.replicas),
                  scheduler=SchedulerPolicy(**run.scheduler))  # type: ignore[arg-type]
     except (ConfigError, ValueError) as err:
         return Skip(m, f"not a valid scenario: {str(err).splitlines()[0]}")
-    fit = memory_fit(arch, hw, precision, m.tp, SchedulerPolicy(**run.scheduler))  # type: ignore[arg-type]
+    fit = memory_fit(arch, hw, precision, m.tp, SchedulerPolicy(**run.scheduler),  # type: ignore[arg-type]
+                     pp=m.pp, ep=m.ep)
     if not fit.fits:
-        return Skip(m, f"{model} does not fit on {m.tp} x {chip} as modelled (vLLM's memory accounting)")
+        chips = f"{m.tp} x {chip}" if m.pp == 1 else f"{m.tp} x {m.pp} x {chip} (tp x pp)"
+        return Skip(m, f"{model} does not fit on {chips} as modelled (vLLM's memory accounting)")
     lengths = _lengths_known(m)
     if lengths is not None:
         return Skip(m, lengths)
     if engine == "trtllm" and m.isl and m.osl:
         run = _no_evict(run, fit.kv_capacity_tokens, m)
-    return Resolved(m, model, chip, precision, m.tp, run, note, fit.kv_capacity_tokens)
+    return Resolved(m, model, chip, precision, m.tp, run, m.pp, m.ep, m.replicas, note,
+                    fit.kv_capacity_tokens)
 
 
 def _no_evict(run: EngineRun, capacity_tokens: int, m: Measurement) -> EngineRun:
@@ -166,13 +174,16 @@ def _uniform(m: Measurement) -> bool:
     return bool(m.isl and m.osl) and bool(re.search(r"range_ratio 0(\.0)?\b", m.dataset.lower()))
 
 
+def _request_count(m: Measurement) -> int:
+    if m.kind == "static_batch":
+        return int(m.batch or 1)
+    return int(min(m.num_requests or 1000, MAX_REQUESTS))
+
+
 def workload(m: Measurement, seed: int = 42) -> WorkloadArrays:
     """The requests that reproduce run `m` (see the module docstring)."""
     rng = np.random.default_rng(seed)
-    if m.kind == "static_batch":
-        n = int(m.batch or 1)
-    else:
-        n = int(min(m.num_requests or 1000, MAX_REQUESTS))
+    n = _request_count(m)
     if _uniform(m):
         assert m.isl and m.osl
         prompt = rng.integers(1, int(m.isl) + 1, n)
