@@ -99,3 +99,29 @@ cdef inline double step_seconds(const CostCoeffs* c, const StepShape* s) noexcep
     cdef double memory_s = nbytes / c.bytes_per_s
     cdef double roofline_s = compute_s if compute_s > memory_s else memory_s
     return c.overhead_s + (c.comm_fixed_s + c.comm_per_token_s * tokens) + roofline_s
+
+
+cdef inline void step_activity(const CostCoeffs* c, const StepShape* s, double* compute_s,
+                               double* memory_s) noexcept nogil:
+    # The compute-time and memory-time terms of step_seconds (the two sides of its roofline),
+    # with exactly the same operations, so power can follow what a step keeps busy
+    # (tokenmill.power). tokenmill.costmodel.step_activity is the Python twin.
+    cdef double tokens = s.prefill_tokens + s.decode_tokens
+    cdef double window_cap = c.window_tokens * tokens
+    cdef double pairs = s.prefill_pairs + s.decode_context
+    cdef double context = s.decode_context + s.prefill_context + s.prefill_tokens
+    cdef double experts = 0.0
+    if c.num_experts > 0.0:
+        experts = c.num_experts * (1.0 - pow(c.expert_miss, tokens))
+    cdef double flops = (c.flops_per_token * tokens
+                         + c.flops_per_logit * s.logit_tokens
+                         + c.flops_per_attn_pair * pairs
+                         + c.flops_per_decode_pair_extra * s.decode_context
+                         + c.flops_per_window_pair * capped(pairs, window_cap))
+    cdef double nbytes = (c.weight_bytes
+                          + c.expert_bytes * experts
+                          + c.kv_bytes_per_token * context
+                          + c.kv_window_bytes_per_token * capped(context, window_cap)
+                          + c.act_bytes_per_token * tokens)
+    compute_s[0] = flops / c.flops_per_s
+    memory_s[0] = nbytes / c.bytes_per_s

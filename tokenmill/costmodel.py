@@ -145,6 +145,29 @@ def step_seconds(c: CostCoefficients, s: StepShape) -> float:
     return c.overhead_s + (c.comm_fixed_s + c.comm_per_token_s * tokens) + roofline_s
 
 
+def step_activity(c: CostCoefficients, s: StepShape) -> tuple[float, float]:
+    """The compute time and memory time of one step (the two sides of its roofline); the
+    Python twin of step_activity in src/step_cost.pxd, operation for operation."""
+    tokens = s.prefill_tokens + s.decode_tokens
+    window_cap = c.window_tokens * tokens
+    pairs = s.prefill_pairs + s.decode_context
+    context = s.decode_context + s.prefill_context + s.prefill_tokens
+    experts = 0.0
+    if c.num_experts > 0.0:
+        experts = c.num_experts * (1.0 - math.pow(c.expert_miss, tokens))
+    flops = (c.flops_per_token * tokens
+             + c.flops_per_logit * s.logit_tokens
+             + c.flops_per_attn_pair * pairs
+             + c.flops_per_decode_pair_extra * s.decode_context
+             + c.flops_per_window_pair * _capped(pairs, window_cap))
+    nbytes = (c.weight_bytes
+              + c.expert_bytes * experts
+              + c.kv_bytes_per_token * context
+              + c.kv_window_bytes_per_token * _capped(context, window_cap)
+              + c.act_bytes_per_token * tokens)
+    return flops / c.flops_per_s, nbytes / c.bytes_per_s
+
+
 def prefill_seconds(c: CostCoefficients, prompt_tokens: int) -> float:
     """Time of a step that only prefills one prompt: the unloaded TTFT of that prompt."""
     p = float(prompt_tokens)

@@ -26,7 +26,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from . import _core
-from .costmodel import CostCoefficients, StepShape, step_seconds
+from .costmodel import CostCoefficients, StepShape, step_activity, step_seconds
 from .metrics import itl_bin_of
 
 PENDING = _core.STATUS_PENDING
@@ -128,6 +128,10 @@ class _Engine:
          "max_step_tokens", "kv_peak_blocks", "spec_tokens", "kv_sent", "kv_received"), 0))
     busy_s: float = 0.0
     kv_block_s: float = 0.0
+    compute_s: float = 0.0        # compute-time terms of its steps (all stages), for power
+    memory_s: float = 0.0
+    step_compute_frac: float = 0.0
+    step_memory_frac: float = 0.0
 
 
 def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
@@ -227,7 +231,7 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
                                        swap_capacity=swap_cap // len(rows), swap_s=swap_s,
                                        empty=capacity // len(rows)))
     ts_last = [0.0] * len(engines)
-    ts: dict[tuple[int, int], list] = {}  # (bucket, engine) -> [queue, running, kv, busy] integrals
+    ts: dict[tuple[int, int], list] = {}  # (bucket, engine) -> integrals of TIMESERIES_FIELDS
     events: list[tuple[float, int, int, int]] = []
     seq = 0
     events_processed = 0
@@ -245,14 +249,15 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
             return
         e = engines[r]
         values = (float(len(e.waiting) + len(e.swapped) + len(e.incoming)), float(len(e.running)),
-                  float(e.capacity - free(e)), 1.0 if e.busy else 0.0)
+                  float(e.capacity - free(e)), 1.0 if e.busy else 0.0,
+                  e.step_compute_frac if e.busy else 0.0, e.step_memory_frac if e.busy else 0.0)
         t0 = ts_last[r]
         b = int(t0 / timeseries_dt)
         while t0 < now:
             end = (b + 1) * timeseries_dt
             seg = (end if end < now else now) - t0
-            acc = ts.setdefault((b, r), [0.0, 0.0, 0.0, 0.0])
-            for k in range(4):
+            acc = ts.setdefault((b, r), [0.0] * len(values))
+            for k in range(len(values)):
                 acc[k] += values[k] * seg
             t0 = end if end < now else now
             b += 1
@@ -357,16 +362,18 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
             assert private[i] + shared[i] * gb == _ceil_div(want, B), "wrong block count"
         assert step_tokens <= e.max_tokens and len(run) + e.inflight <= e.max_seqs
 
-    def price(e: _Engine, shape: StepShape, now: float, extra: float) -> float:
+    def price(e: _Engine, shape: StepShape, now: float, extra: float, act: list) -> float:
         pipe = pipes[e.pipe]
         if pipe.stages == 1:
             d = step_seconds(pipe.costs[0], shape)
+            _add_activity(act, pipe.costs[0], shape)
             pipe.stage_busy[0] += extra + d
             return extra + d
         t = now + extra
         for k, row in enumerate(pipe.costs):
             t = max(t, pipe.stage_free[k])
             d = step_seconds(row, shape)
+            _add_activity(act, row, shape)
             t += d
             pipe.stage_free[k] = t
             pipe.stage_busy[k] += d
@@ -550,6 +557,7 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
             shape_tokens = float(len(prefills) * longest)
             shape_pairs = float(len(prefills) * (longest * (longest + 1) // 2))
         extra = 0.0
+        act = [0.0, 0.0]  # compute and memory time, draft passes first, as the kernel adds them
         if K == 0:
             shape = StepShape(
                 prefill_tokens=shape_tokens, prefill_pairs=shape_pairs,
@@ -574,19 +582,25 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
                 d = 0.0
                 if prefill_only.prefill_tokens > 0:
                     d += step_seconds(draft, prefill_only)
+                    _add_activity(act, draft, prefill_only)
                 if nd:
                     dctx = 0.0
                     for i in e.running:
                         if decoding(i):
                             dctx += float(prompt[i] + generated[i])
                     for j in range(K):
-                        d += step_seconds(draft, StepShape(
-                            logit_tokens=float(nd), decode_tokens=float(nd),
-                            decode_context=dctx + float(j * nd)))
+                        pass_ = StepShape(logit_tokens=float(nd), decode_tokens=float(nd),
+                                          decode_context=dctx + float(j * nd))
+                        d += step_seconds(draft, pass_)
+                        _add_activity(act, draft, pass_)
                 extra += d
         if preemption == _core.PREEMPT_SWAP:
             extra += e.swap_s * (e.stats["swap_out_blocks"] + e.stats["swap_in_blocks"] - swaps_before)
-        dur = price(e, shape, now, extra)
+        dur = price(e, shape, now, extra, act)
+        e.compute_s += act[0]
+        e.memory_s += act[1]
+        e.step_compute_frac = act[0] / dur if dur > 0.0 else 0.0
+        e.step_memory_frac = act[1] / dur if dur > 0.0 else 0.0
         e.busy = True
         e.step_start = now
         e.step_dur = dur
@@ -815,6 +829,8 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
             over = e.step_start + e.step_dur - stop_time_s
             e.busy_s -= over
             e.kv_block_s -= e.step_blocks * over
+            e.compute_s -= e.step_compute_frac * over
+            e.memory_s -= e.step_memory_frac * over
     for pipe in pipes:
         for k in range(pipe.stages):
             if pipe.stages > 1 and pipe.stage_free[k] > stop_time_s:
@@ -840,6 +856,8 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
         replicas[name] = stats[name]
     replicas["busy_s"] = col([e.busy_s for e in engines], np.float64)
     replicas["kv_block_seconds"] = col([e.kv_block_s for e in engines], np.float64)
+    replicas["compute_s"] = col([e.compute_s for e in engines], np.float64)
+    replicas["memory_s"] = col([e.memory_s for e in engines], np.float64)
     pipe_stats = {
         "pool": col([p.pool for p in pipes], np.int64),
         "stages": col([p.stages for p in pipes], np.int64),
@@ -874,6 +892,12 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
     }
 
 
+def _add_activity(act: list, row: CostCoefficients, shape: StepShape) -> None:
+    c, m = step_activity(row, shape)
+    act[0] += c
+    act[1] += m
+
+
 def _sum_in_order(values: list) -> float:
     total = 0.0
     for v in values:
@@ -887,7 +911,7 @@ def _timeseries(ts: dict, engines: int, dt: float, end_time: float) -> Optional[
     buckets = int(end_time / dt)
     if buckets * dt < end_time or buckets == 0:
         buckets += 1
-    out = np.zeros((buckets, engines, 4))
+    out = np.zeros((buckets, engines, len(_core.TIMESERIES_FIELDS)))
     for (b, r), values in ts.items():
         if b < buckets:
             out[b, r] = values
