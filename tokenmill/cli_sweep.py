@@ -298,11 +298,14 @@ def _table(result: SweepResult) -> str:
         if len(cells) == len(header):  # error rows do not widen the figures' columns
             widths = [max(w, len(c)) for w, c in zip(widths, cells)]
         else:
-            widths[:len(params)] = [max(w, len(c)) for w, c in zip(widths, cells)]
+            widths[:len(params)] = [max(w, len(c)) for w, c in zip(widths, cells[:len(params)])]
     lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths))]
     for cells in body:
-        lead = "  ".join(c.rjust(w) for c, w in zip(cells, widths))
-        lines.append(lead if len(cells) == len(header) else f"{lead}  {cells[-1]}")
+        if len(cells) == len(header):
+            lines.append("  ".join(c.rjust(w) for c, w in zip(cells, widths)))
+        else:
+            lead = "  ".join(c.rjust(w) for c, w in zip(cells[:len(params)], widths))
+            lines.append(f"{lead}  {cells[-1]}")
     lines.append(f"{len(result.points)} points in {result.wall_time_s:,.1f} s")
     return "\n".join(lines) + "\n"
 
