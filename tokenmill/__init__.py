@@ -15,6 +15,8 @@ from .hardware import Hardware
 from .memory import MemoryFit, memory_fit
 from .model_card import model_card
 from .result import RequestRecords, Result
+from .results_config import MetricsConfig, PowerModel, Pricing
+from .sweep import SweepResult, sweep
 from .scenario import (
     CostModelParams,
     LengthDistribution,
@@ -41,6 +43,11 @@ __all__ = [
     "Fabric",
     "Hardware",
     "LengthDistribution",
+    "MetricsConfig",
+    "PowerModel",
+    "Pricing",
+    "SweepResult",
+    "sweep",
     "MemoryFit",
     "ModelArch",
     "Plan",

@@ -150,8 +150,8 @@ def scenario_from_args(args: argparse.Namespace,
         node[path[-1]] = value
     apply_workload_flags(args, data)
     apply_cluster_flags(args, data)
-    for path, value in (overrides or {}).items():
-        set_path(data, path, value)
+    for field_path, field_value in (overrides or {}).items():
+        set_path(data, field_path, field_value)
     try:
         return Scenario.model_validate(data)
     except ValidationError as err:

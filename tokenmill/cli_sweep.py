@@ -168,13 +168,14 @@ def _study_points(run: argparse.ArgumentParser, own: argparse.Namespace,
         raise ConfigError("study: sweep axes are the --study-* flags; give other flags one value")
     lists = {a: [v.strip() for v in getattr(own, a).split(",")] if getattr(own, a) else []
              for a in STUDY_AXES}
-    chips = [("gpu", g) for g in lists["study_gpus"]] + [("system", s) for s in lists["study_systems"]]
-    axes = [lists["study_models"] or [None], chips or [None], lists["study_tps"] or [None],
-            lists["study_arrival_rates"] or [None]]
+    chips: list[Any] = ([("gpu", g) for g in lists["study_gpus"]]
+                        + [("system", s) for s in lists["study_systems"]])
+    axes: list[list[Any]] = [lists["study_models"] or [None], chips or [None],
+                             lists["study_tps"] or [None], lists["study_arrival_rates"] or [None]]
     if all(a == [None] for a in axes):
         raise ConfigError("study: give at least one of --study-models, --study-gpus, "
                           "--study-systems, --study-tps, --study-arrival-rates")
-    points = []
+    points: list[tuple[dict, Any]] = []
     for model, chip, tp, rate in itertools.product(*axes):
         argv = list(fixed)
         params: dict[str, Any] = {}

@@ -116,7 +116,7 @@ def goodput_stats(records: Any, cfg: MetricsConfig, window: Window,
             met_all |= met
             judged |= mine
             n, m = int(mine.sum()), int(met.sum())
-            per_class.append(ClassGoodput(c.name, *slo, measured=n, met=m,
+            per_class.append(ClassGoodput(c.name, slo[0], slo[1], slo[2], measured=n, met=m,
                                           attainment=m / n if n else float("nan"),
                                           goodput_rps=m / length if length > 0 else float("nan")))
     if cfg.has_slo:  # requests of classes without their own SLOs, or without classes

@@ -30,19 +30,21 @@ details pre { font-size: 0.75em; background: #f7f7f7; padding: 1em; overflow-x: 
 
 
 def svg(fig: Any) -> str:
-    """The figure as an inline <svg> element (text drawn as paths: no fonts needed)."""
+    """The figure as an inline <svg> element (text drawn as paths: no fonts needed; no date and
+    fixed element ids, so the same run gives the same page)."""
     from matplotlib import rcParams
 
     buf = io.StringIO()
-    with _rc(rcParams, {"svg.fonttype": "path"}):
-        fig.savefig(buf, format="svg")
+    with _rc(rcParams, {"svg.fonttype": "path", "svg.hashsalt": "tokenmill"}):
+        fig.savefig(buf, format="svg", metadata={"Date": None})
     text = buf.getvalue()
     return text[text.index("<svg"):]
 
 
 class _rc:
     def __init__(self, params: Any, values: dict[str, Any]) -> None:
-        self.params, self.values, self.saved = params, values, {}
+        self.params, self.values = params, values
+        self.saved: dict[str, Any] = {}
 
     def __enter__(self) -> None:
         self.saved = {k: self.params[k] for k in self.values}

@@ -54,8 +54,8 @@ def cost_stats(build: Any, pricing: Pricing, duration_s: float, output_tokens: i
                               cost_usd=None if price is None else price * hours))
     known = all(p.cost_usd is not None for p in pools)
     total = sum(p.cost_usd for p in pools if p.cost_usd is not None) if known else None
-    per_hour = (sum(p.chips * p.price_per_chip_hour_usd for p in pools  # type: ignore[operator]
-                    ) if known else None)
+    per_hour = (sum(p.chips * (p.price_per_chip_hour_usd or 0.0) for p in pools)
+                if known else None)
     return CostStats(
         cost_usd=total, chip_hours=sum(p.chip_hours for p in pools),
         usd_per_million_output_tokens=(total / output_tokens * 1e6
