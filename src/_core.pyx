@@ -277,6 +277,8 @@ ctypedef struct Sim:
     # use and the busy time, laid out [bucket][engine][TS_FIELDS]
     double ts_dt
     int64_t ts_cap
+    int64_t ts_max          # most buckets kept: past it, pairs of buckets merge and ts_dt
+                            # doubles (0: no limit)
     double* ts
     double* ts_last
     bint oom
@@ -348,6 +350,24 @@ cdef void ts_grow(Sim* s, int64_t bucket) noexcept nogil:
     s.ts_cap = cap
 
 
+cdef void ts_coarsen(Sim* s) noexcept nogil:
+    """Merge bucket pairs (2j, 2j + 1) into bucket j and double the bucket length, so a run
+    never keeps more than ts_max buckets (exact: bucket edges stay multiples of the new
+    length, and each sum is formed in the same order by the reference)."""
+    cdef int64_t j, w, width = s.n_reps * TS_FIELDS
+    cdef int64_t used = s.ts_cap if s.ts_cap < s.ts_max else s.ts_max  # buckets held so far
+    cdef int64_t half = (used + 1) // 2
+    for j in range(half):
+        for w in range(width):
+            if 2 * j + 1 < used:
+                s.ts[j * width + w] = s.ts[2 * j * width + w] + s.ts[(2 * j + 1) * width + w]
+            else:
+                s.ts[j * width + w] = s.ts[2 * j * width + w]
+    for j in range(half * width, used * width):
+        s.ts[j] = 0.0
+    s.ts_dt *= 2.0
+
+
 cdef void ts_touch(Sim* s, int64_t r, double now) noexcept nogil:
     """Add engine r's state since its last change to the time series. Called before anything
     that changes its queue, batch, KV use or busy state, so the state is constant in between."""
@@ -368,6 +388,10 @@ cdef void ts_touch(Sim* s, int64_t r, double now) noexcept nogil:
     mem = rep.step_memory_frac if rep.busy else 0.0
     b = <int64_t> (t0 / s.ts_dt)
     while t0 < now:
+        if s.ts_max > 0 and b >= s.ts_max:
+            ts_coarsen(s)
+            b = b // 2
+            continue
         if b >= s.ts_cap:
             ts_grow(s, b)
             if s.oom:
@@ -1470,7 +1494,8 @@ def run(const double[::1] arrival_s not None,
         int64_t spec_tokens=0,
         spec_acceptance=None,
         draft_cost=None,
-        double timeseries_dt=0.0):
+        double timeseries_dt=0.0,
+        int64_t timeseries_max_buckets=0):
     """Simulate a cluster serving the requests under a batching policy.
 
     The entry pool has `num_replicas` replicas of `pipeline_stages` stages (one engine per
@@ -1484,8 +1509,10 @@ def run(const double[::1] arrival_s not None,
     `concurrency` C > 0 the loop is closed: at most C requests are outstanding, and each that
     finishes or is rejected lets the next arrive think_time_s later (not before its own
     arrival_s). With `timeseries_dt` > 0 it also records, per engine and per bucket of that many
-    seconds, the time integrals of its queue, running batch, KV blocks in use and busy time.
-    Returns a dict of per-request arrays, per-engine and per-replica statistics, the time
+    seconds, the time integrals of its queue, running batch, KV blocks in use, busy time and
+    the compute and memory time of its steps; with `timeseries_max_buckets` M > 0 bucket pairs
+    merge (the bucket length doubles) whenever the run would need more than M buckets, and
+    "timeseries_dt" reports the final length. Returns a dict of per-request arrays, per-engine and per-replica statistics, the time
     series and the inter-token-gap histogram. See tokenmill/_core.pyi and docs/.
     """
     cdef int64_t n = arrival_s.shape[0], k, r, p, e, row, pool
@@ -1553,6 +1580,9 @@ def run(const double[::1] arrival_s not None,
         granule_blocks = prefix_granule_tokens // block_size
     if not (isfinite(timeseries_dt) and timeseries_dt >= 0.0):
         raise ValueError(f"timeseries_dt must be finite and >= 0; got {timeseries_dt}")
+    if timeseries_max_buckets < 0 or timeseries_max_buckets % 2 or timeseries_max_buckets == 2:
+        raise ValueError("timeseries_max_buckets must be 0 (no limit) or an even number >= 4; "
+                         f"got {timeseries_max_buckets}")
 
     cost_rows = [pl["cost"] for pl in pools] + ([draft_rows] if draft_rows is not None else [])
     costs = np.ascontiguousarray(np.concatenate(cost_rows, axis=0))
@@ -1647,6 +1677,7 @@ def run(const double[::1] arrival_s not None,
     s.handoff = &handoff_v[0] if n > 0 else NULL
     s.prefill_busy = &prefill_busy_v[0] if n > 0 else NULL
     s.ts_dt = timeseries_dt
+    s.ts_max = timeseries_max_buckets
     s.ts_last = &ts_last_v[0]
     s.oom = False
     s.preemptions = &preemptions_v[0] if n > 0 else NULL
@@ -1760,6 +1791,7 @@ def run(const double[::1] arrival_s not None,
             "handoff_s": handoff,
             "prefill_busy_s": prefill_busy,
             "timeseries": _timeseries(&s, end_time),
+            "timeseries_dt": s.ts_dt,
             "preemptions": preemptions,
             "generated_tokens": generated,
             "status": status,

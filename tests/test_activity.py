@@ -109,3 +109,30 @@ def test_unit_steps_have_no_activity() -> None:
                     timeseries_dt=1.0, **run_kwargs(block_size=2, kv_capacity_blocks=4))
     assert out["replicas"]["compute_s"][0] == 0.0 and out["replicas"]["memory_s"][0] == 0.0
     assert out["timeseries"][:, :, 4:].sum() == 0.0
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("max_buckets", [4, 6, 64])
+def test_time_series_coarsens_past_its_bucket_limit_like_the_reference(case: str, max_buckets: int) -> None:
+    scenario = tm.Scenario(workload=tm.Workload(arrival_rate=40.0, num_requests=120), **CASES[case])
+    reqs, kernel, ref = _scenario_case(scenario)
+    opts = dict(timeseries_dt=0.01, timeseries_max_buckets=max_buckets)
+    a = _core.run(*reqs, **kernel, **opts)
+    b = simulate_reference(*reqs, check_invariants=True, **ref, **opts)
+    _compare(a, b)
+    assert a["timeseries"].shape[0] <= max_buckets
+    assert a["timeseries_dt"] > 0.01 and math.log2(a["timeseries_dt"] / 0.01).is_integer()
+    # the integrals are those of the fine series, added up
+    fine = _core.run(*reqs, **kernel, timeseries_dt=0.01)
+    factor = round(a["timeseries_dt"] / 0.01)
+    padded = np.zeros((a["timeseries"].shape[0] * factor,) + fine["timeseries"].shape[1:])
+    padded[:fine["timeseries"].shape[0]] = fine["timeseries"]
+    merged = padded.reshape(a["timeseries"].shape[0], factor, *fine["timeseries"].shape[1:]).sum(axis=1)
+    np.testing.assert_allclose(a["timeseries"], merged, rtol=1e-9, atol=1e-12)
+
+
+def test_bucket_limit_is_checked() -> None:
+    from conftest import requests, unit_step_cost
+    with pytest.raises(ValueError, match="timeseries_max_buckets"):
+        _core.run(*requests([0.0], [1], [1]), unit_step_cost().to_array(), timeseries_dt=1.0,
+                  timeseries_max_buckets=3, **run_kwargs())

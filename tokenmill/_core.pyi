@@ -80,6 +80,7 @@ def run(
     spec_acceptance: npt.ArrayLike | None = ...,
     draft_cost: npt.ArrayLike | None = ...,
     timeseries_dt: float = ...,
+    timeseries_max_buckets: int = ...,
 ) -> dict[str, Any]:
     """Simulate a cluster serving the requests (docs/schedulers.md, docs/cluster.md).
 
@@ -95,7 +96,9 @@ def run(
     step, summed over a pipelined engine's stages), a dict "pipes" of per-replica arrays (pool, stages, kv_transfers,
     busiest_stage_busy_s, mean_stage_busy_s, kv_link_busy_s), "timeseries" (None, or with
     timeseries_dt > 0 an array [bucket, engine, TIMESERIES_FIELDS] of time integrals; compute
-    and memory are each step's compute and memory time spread evenly over its duration), the
+    and memory are each step's compute and memory time spread evenly over its duration;
+    with timeseries_max_buckets M > 0 bucket pairs merge whenever more than M would be needed),
+    "timeseries_dt" (the final bucket length), the
     inter-token-gap histogram
     (itl_histogram, itl_sum_s, itl_count, itl_max_s), the events processed and end_time_s.
     """

@@ -24,7 +24,7 @@ from .result import RequestRecords, Result
 from .scenario import Scenario
 from .workload import WorkloadArrays, generate
 from .outcome import outcome_figures
-from .timeseries import auto_resolution
+from .timeseries import AUTO_MAX_BUCKETS, auto_resolution
 from .workloads.report import with_workload_details
 
 
@@ -43,8 +43,9 @@ def simulate(scenario: Optional[Scenario] = None, *,
     policy = entry.policy
     arrays = workload if workload is not None else generate(scenario.workload, scenario.seed)
     resolution = scenario.metrics.timeseries_resolution_s
+    max_buckets = 0  # a resolution the user chose is kept
     if resolution is None:
-        resolution = auto_resolution(arrays.arrival_s)
+        resolution, max_buckets = auto_resolution(arrays.arrival_s), AUTO_MAX_BUCKETS
 
     core_started = time.perf_counter()
     raw = _core.run(
@@ -58,6 +59,7 @@ def simulate(scenario: Optional[Scenario] = None, *,
         concurrency=scenario.workload.concurrency or 0,
         think_time_s=scenario.workload.think_time_s,
         timeseries_dt=resolution,
+        timeseries_max_buckets=max_buckets,
         **build.kernel_args,
         **_priority_args(arrays),
         **_swap_args(build),
@@ -75,7 +77,7 @@ def simulate(scenario: Optional[Scenario] = None, *,
         kv_ready_s=raw["kv_ready_s"], class_id=arrays.class_id, priority=arrays.priority,
         handoff_s=raw["handoff_s"], prefill_busy_s=raw["prefill_busy_s"])
     result = summarise(scenario, model.name, build, records, raw, core_wall, started,
-                       timeseries_dt=resolution)
+                       timeseries_dt=float(raw["timeseries_dt"]))
     return with_workload_details(result, scenario, arrays)
 
 

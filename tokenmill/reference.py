@@ -157,6 +157,7 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
                        kv_bytes_per_token: float = 0.0, spec_tokens: int = 0,
                        spec_acceptance: Optional[Sequence[float]] = None,
                        draft_cost: Optional[Costs] = None, timeseries_dt: float = 0.0,
+                       timeseries_max_buckets: int = 0,
                        check_invariants: bool = False) -> dict:
     """Same inputs and outputs as tokenmill._core.run, with costs given as CostCoefficients
     (one per pipeline stage, or per pool for draft_cost) instead of arrays.
@@ -243,6 +244,21 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
         itl["count"] += count
         itl["max"] = max(itl["max"], g)
 
+    def coarsen() -> None:
+        """Merge bucket pairs (2j, 2j + 1) into j and double the bucket length (the kernel's
+        ts_coarsen, sums in the same order)."""
+        nonlocal timeseries_dt
+        width = len(_core.TIMESERIES_FIELDS)
+        old = dict(ts)
+        ts.clear()
+        for j in range(timeseries_max_buckets // 2):
+            for r2 in range(len(engines)):
+                a = old.get((2 * j, r2), [0.0] * width)
+                b2 = old.get((2 * j + 1, r2), [0.0] * width)
+                if (2 * j, r2) in old or (2 * j + 1, r2) in old:
+                    ts[(j, r2)] = [x + y for x, y in zip(a, b2)]
+        timeseries_dt *= 2.0
+
     def touch(r: int, now: float) -> None:
         """Integrate engine r's state since its last change (it is constant in between)."""
         if timeseries_dt <= 0.0 or now <= ts_last[r]:
@@ -254,6 +270,10 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
         t0 = ts_last[r]
         b = int(t0 / timeseries_dt)
         while t0 < now:
+            if timeseries_max_buckets > 0 and b >= timeseries_max_buckets:
+                coarsen()
+                b //= 2
+                continue
             end = (b + 1) * timeseries_dt
             seg = (end if end < now else now) - t0
             acc = ts.setdefault((b, r), [0.0] * len(values))
@@ -875,6 +895,7 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
         "handoff_s": col(handoff, np.float64),
         "prefill_busy_s": col(prefill_busy, np.float64),
         "timeseries": _timeseries(ts, len(engines), timeseries_dt, end_time),
+        "timeseries_dt": timeseries_dt,
         "preemptions": col(preemptions, np.int32),
         "generated_tokens": col(generated, np.int32),
         "status": col(status, np.int8),

@@ -38,8 +38,9 @@ class MetricsConfig(StrictModel):
         "arrivals are left out of the steady-state figures.")
     timeseries_resolution_s: Optional[NonNegativeFloat] = Field(
         default=None, description="Length of one time-series bucket, s. None: automatic (about "
-        "500 buckets over the arrivals, rounded to 1, 2 or 5 x 10^k s); 0: no time series "
-        "(energy then comes from the run's totals).")
+        "500 buckets over the arrivals, rounded to 1, 2 or 5 x 10^k s, doubled while the run "
+        "would need more than 2048); 0: no time series (energy then comes from the run's "
+        "totals). A length you give is kept, however many buckets it makes.")
 
     @property
     def has_slo(self) -> bool:

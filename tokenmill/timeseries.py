@@ -18,11 +18,14 @@ from . import _core
 
 FIELDS = _core.TIMESERIES_FIELDS
 TARGET_BUCKETS = 500  # automatic resolution: about this many buckets over the arrivals
+AUTO_MAX_BUCKETS = 2048  # ... and if the run lasts much longer (a long drain), the kernel merges
+                         # bucket pairs, doubling their length, to keep at most this many
 
 
 def auto_resolution(arrival_s: np.ndarray) -> float:
     """A round bucket length (1, 2 or 5 x 10^k s) giving about TARGET_BUCKETS buckets over the
-    arrivals; runs that drain long after the last arrival get more buckets, at ~50 bytes each."""
+    arrivals. A run that drains long after its last arrival would need more: the kernel then
+    doubles the length as often as needed to keep at most AUTO_MAX_BUCKETS."""
     span = float(arrival_s[-1]) if len(arrival_s) else 0.0
     if not span > 0.0:
         return 1.0
