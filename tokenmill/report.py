@@ -176,7 +176,8 @@ def _energy_lines(r: Result) -> list[str]:
         chips = sum(p.chips for p in e.pools)
         per_chip = e.mean_power_kw * 1e3 / e.pue / chips if chips else 0.0
         lines.append(f"energy     {e.energy_kj:,.1f} kJ, mean power {e.mean_power_kw:,.3f} kW "
-                     f"({per_chip:,.0f} W per chip, {chips} chips{', PUE %g' % e.pue if e.pue != 1 else ''}); "
+                     f"({per_chip:,.0f} W per chip, {chips} chip{'s' if chips != 1 else ''}"
+                     f"{', PUE %g' % e.pue if e.pue != 1 else ''}); "
                      f"{e.joules_per_output_token:,.3f} J per output token, "
                      f"{e.joules_per_request:,.1f} J per request")
     c = r.spend
