@@ -30,7 +30,7 @@ class CostStats:
 
     cost_usd: Optional[float]
     chip_hours: float
-    usd_per_million_output_tokens: Optional[float]
+    usd_per_million_output_tokens: Optional[float]  # every output token produced
     usd_per_request: Optional[float]           # per finished request
     usd_per_hour: Optional[float]              # the cluster's running cost
     pools: tuple[PoolCost, ...]

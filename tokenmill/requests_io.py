@@ -16,7 +16,7 @@ def write_requests_table(records: Any, path: Path) -> None:
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         try:
-            import pyarrow.parquet as pq
+            import pyarrow.parquet as pq  # type: ignore[import-untyped,unused-ignore]
         except ImportError:
             raise ConfigError(f"--requests-file {path}: Parquet needs pyarrow; install it with "
                               "pip install 'tokenmill[parquet]', or write .csv") from None

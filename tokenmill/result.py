@@ -127,7 +127,7 @@ class RequestRecords:
     def to_pandas(self) -> Any:
         """The records as a pandas DataFrame (needs pandas: pip install pandas)."""
         try:
-            import pandas as pd
+            import pandas as pd  # type: ignore[import-untyped,unused-ignore]
         except ImportError as err:
             raise ImportError("RequestRecords.to_pandas() needs pandas: pip install pandas") from err
         df = pd.DataFrame(self.columns())
@@ -138,7 +138,7 @@ class RequestRecords:
     def to_arrow(self) -> Any:
         """The records as a pyarrow Table (needs pyarrow: pip install 'tokenmill[parquet]')."""
         try:
-            import pyarrow as pa
+            import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
         except ImportError as err:
             raise ImportError("RequestRecords.to_arrow() needs pyarrow: "
                               "pip install 'tokenmill[parquet]'") from err
