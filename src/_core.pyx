@@ -39,7 +39,7 @@ from itl_hist cimport ITL_NBINS, ITL_MANTISSA_BITS, ITL_MIN_EXPONENT, itl_bin
 from prefix_cache cimport (PrefixCache, prefix_init, prefix_release, prefix_find, prefix_ref,
                            prefix_unref, prefix_insert, prefix_evict_oldest)
 from step_cost cimport (CostCoeffs, COST_NFIELDS, COST_NSCALARS, KT_GRID, KT_OPS, KT_ROWS,
-                       StepShape, step_seconds)
+                       StepShape, step_seconds, step_activity)
 
 import numpy as np
 
@@ -60,7 +60,7 @@ cdef enum:
     EV_KV_ARRIVED = 1       # target: request
 
 cdef enum:
-    TS_FIELDS = 4           # queue, running, kv blocks, busy
+    TS_FIELDS = 6           # queue, running, kv blocks, busy, compute, memory
 
 cdef enum:
     RT_ROUND_ROBIN = 0
@@ -88,7 +88,7 @@ STATUS_REJECTED_KV = ST_REJECTED_KV
 STATUS_SWAPPED = ST_SWAPPED
 STATUS_TRANSFER = ST_TRANSFER
 
-TIMESERIES_FIELDS = ("queue", "running", "kv_blocks", "busy")
+TIMESERIES_FIELDS = ("queue", "running", "kv_blocks", "busy", "compute", "memory")
 
 ROUTER_ROUND_ROBIN = RT_ROUND_ROBIN
 ROUTER_RANDOM = RT_RANDOM
@@ -225,6 +225,13 @@ ctypedef struct Replica:
     double busy_s
     double kv_block_s       # integral of blocks in use over time
     int64_t kv_peak
+    # activity for the power model: the compute-time and memory-time terms of the step cost
+    # (step_activity), summed over the steps and, for a pipelined engine, over its stages'
+    # rows (stage-seconds); the step in flight's share of them per second of its duration
+    double compute_s
+    double memory_s
+    double step_compute_frac
+    double step_memory_frac
 
 
 ctypedef struct Sim:
@@ -298,6 +305,8 @@ ctypedef struct Sim:
     # use and the busy time, laid out [bucket][engine][TS_FIELDS]
     double ts_dt
     int64_t ts_cap
+    int64_t ts_max          # most buckets kept: past it, pairs of buckets merge and ts_dt
+                            # doubles (0: no limit)
     double* ts
     double* ts_last
     bint oom
@@ -369,24 +378,52 @@ cdef void ts_grow(Sim* s, int64_t bucket) noexcept nogil:
     s.ts_cap = cap
 
 
-cdef void ts_touch(Sim* s, int64_t r, double now) noexcept nogil:
+cdef void ts_coarsen(Sim* s) noexcept nogil:
+    """Merge bucket pairs (2j, 2j + 1) into bucket j and double the bucket length, so a run
+    never keeps more than ts_max buckets (exact: bucket edges stay multiples of the new
+    length, and each sum is formed in the same order by the reference)."""
+    cdef int64_t j, w, width = s.n_reps * TS_FIELDS
+    cdef int64_t used = s.ts_cap if s.ts_cap < s.ts_max else s.ts_max  # buckets held so far
+    cdef int64_t half = (used + 1) // 2
+    for j in range(half):
+        for w in range(width):
+            if 2 * j + 1 < used:
+                s.ts[j * width + w] = s.ts[2 * j * width + w] + s.ts[(2 * j + 1) * width + w]
+            else:
+                s.ts[j * width + w] = s.ts[2 * j * width + w]
+    for j in range(half * width, used * width):
+        s.ts[j] = 0.0
+    s.ts_dt *= 2.0
+
+
+cdef inline void ts_touch(Sim* s, int64_t r, double now) noexcept nogil:
     """Add engine r's state since its last change to the time series. Called before anything
-    that changes its queue, batch, KV use or busy state, so the state is constant in between."""
+    that changes its queue, batch, KV use or busy state, so the state is constant in between.
+    Inline for the common no-op (series off, or already touched at this instant: a step that
+    ends and the next that starts at once)."""
+    if s.ts_dt > 0.0 and now > s.ts_last[r]:
+        ts_add(s, r, now)
+
+
+cdef void ts_add(Sim* s, int64_t r, double now) noexcept nogil:
+    """ts_touch's work: spread the state over the buckets from ts_last[r] to now."""
     cdef Replica* rep
-    cdef double t0, end, seg, q, run, kv, busy
+    cdef double t0, end, seg, q, run, kv, busy, comp, mem
     cdef int64_t b, base
-    if s.ts_dt <= 0.0:
-        return
     t0 = s.ts_last[r]
-    if now <= t0:
-        return
     rep = &s.reps[r]
     q = <double> (rep.n_waiting + rep.n_swapped + rep.n_incoming)
     run = <double> rep.n_running
     kv = <double> (rep.capacity - free_blocks(s, rep))
     busy = 1.0 if rep.busy else 0.0
+    comp = rep.step_compute_frac if rep.busy else 0.0
+    mem = rep.step_memory_frac if rep.busy else 0.0
     b = <int64_t> (t0 / s.ts_dt)
     while t0 < now:
+        if s.ts_max > 0 and b >= s.ts_max:
+            ts_coarsen(s)
+            b = b // 2
+            continue
         if b >= s.ts_cap:
             ts_grow(s, b)
             if s.oom:
@@ -398,6 +435,8 @@ cdef void ts_touch(Sim* s, int64_t r, double now) noexcept nogil:
         s.ts[base + 1] += run * seg
         s.ts[base + 2] += kv * seg
         s.ts[base + 3] += busy * seg
+        s.ts[base + 4] += comp * seg
+        s.ts[base + 5] += mem * seg
         t0 = end if end < now else now
         b += 1
     s.ts_last[r] = now
@@ -878,37 +917,48 @@ cdef int start_transfers(Sim* s, Replica* rep, double now) noexcept nogil:
 
 
 cdef double price_step(Sim* s, Replica* rep, StepShape* shape, double now,
-                       double extra) noexcept nogil:
+                       double extra, double* act) noexcept nogil:
     """Time from now until the step completes: its stages in order, each waiting for the
-    previous micro-batch to leave it (pipeline parallelism); `extra` is spent before stage 0."""
+    previous micro-batch to leave it (pipeline parallelism); `extra` is spent before stage 0.
+    Adds every stage's compute and memory time to act[0] and act[1]."""
     cdef Pipe* pipe = &s.pipes[rep.pipe]
     cdef int64_t k
-    cdef double t = now + extra, d
+    cdef double t = now + extra, d, c, m
     if pipe.n_stages == 1:
         d = step_seconds(&s.costs[pipe.cost_row], shape)
+        step_activity(&s.costs[pipe.cost_row], shape, &c, &m)
+        act[0] += c
+        act[1] += m
         pipe.stage_busy[0] += extra + d
         return extra + d
     for k in range(pipe.n_stages):
         if pipe.stage_free[k] > t:
             t = pipe.stage_free[k]
         d = step_seconds(&s.costs[pipe.cost_row + k], shape)
+        step_activity(&s.costs[pipe.cost_row + k], shape, &c, &m)
+        act[0] += c
+        act[1] += m
         t += d
         pipe.stage_free[k] = t
         pipe.stage_busy[k] += d
     return t - now
 
 
-cdef double draft_seconds(Sim* s, Replica* rep, StepShape* prefill) noexcept nogil:
+cdef double draft_seconds(Sim* s, Replica* rep, StepShape* prefill, double* act) noexcept nogil:
     """Speculative decoding: the draft model (or MTP heads) runs over the step's prompt tokens
-    once and then proposes k tokens for every decode, one pass per token."""
+    once and then proposes k tokens for every decode, one pass per token. Adds the passes'
+    compute and memory time to act[0] and act[1]."""
     cdef int64_t row = s.draft_row[rep.pool], j
-    cdef double total = 0.0, ctx = 0.0
+    cdef double total = 0.0, ctx = 0.0, c, m
     cdef StepShape pass_
     cdef int32_t i
     if row < 0:
         return 0.0
     if prefill.prefill_tokens > 0:
         total += step_seconds(&s.costs[row], prefill)
+        step_activity(&s.costs[row], prefill, &c, &m)
+        act[0] += c
+        act[1] += m
     if rep.n_decode == 0:
         return total
     i = rep.run_head
@@ -924,6 +974,9 @@ cdef double draft_seconds(Sim* s, Replica* rep, StepShape* prefill) noexcept nog
     for j in range(s.spec_k):
         pass_.decode_context = ctx + <double> (j * rep.n_decode)
         total += step_seconds(&s.costs[row], &pass_)
+        step_activity(&s.costs[row], &pass_, &c, &m)
+        act[0] += c
+        act[1] += m
     return total
 
 
@@ -939,6 +992,7 @@ cdef int start_step(Sim* s, int64_t r, double now) noexcept nogil:
     cdef int64_t swapped_before = rep.swap_out_blocks + rep.swap_in_blocks
     cdef int32_t i
     cdef double dur, extra = 0.0, ctx
+    cdef double act[2]
     cdef StepShape shape, prefill_only
 
     ts_touch(s, r, now)
@@ -997,6 +1051,8 @@ cdef int start_step(Sim* s, int64_t r, double now) noexcept nogil:
         return 0  # nothing to run: the engine idles until something arrives
 
     # 3. Price the step from its shape.
+    act[0] = 0.0
+    act[1] = 0.0
     for k in range(rep.n_pre):
         i = rep.pre_ids[k]
         if s.computed[i] + s.chunk[i] == s.target[i]:
@@ -1031,10 +1087,14 @@ cdef int start_step(Sim* s, int64_t r, double now) noexcept nogil:
         shape.logit_tokens = <double> (logits + rep.n_decode * (K + 1))
         shape.decode_tokens = 0.0
         shape.decode_context = 0.0
-        extra += draft_seconds(s, rep, &prefill_only)
+        extra += draft_seconds(s, rep, &prefill_only, act)
     if s.preempt_mode == PRE_SWAP:  # swaps are copied before the forward pass, as in vLLM V0
         extra += rep.swap_s_per_block * (rep.swap_out_blocks + rep.swap_in_blocks - swapped_before)
-    dur = price_step(s, rep, &shape, now, extra)
+    dur = price_step(s, rep, &shape, now, extra, act)
+    rep.compute_s += act[0]
+    rep.memory_s += act[1]
+    rep.step_compute_frac = act[0] / dur if dur > 0.0 else 0.0
+    rep.step_memory_frac = act[1] / dur if dur > 0.0 else 0.0
     rep.busy = True
     rep.step_start = now
     rep.step_dur = dur
@@ -1407,6 +1467,8 @@ cdef void finalise_unfinished(Sim* s, double stop_time) noexcept nogil:
             over = rep.step_start + rep.step_dur - stop_time
             rep.busy_s -= over
             rep.kv_block_s -= rep.step_blocks * over
+            rep.compute_s -= rep.step_compute_frac * over
+            rep.memory_s -= rep.step_memory_frac * over
     for r in range(s.n_pipes):  # stage time booked past the stop is not spent
         pipe = &s.pipes[r]
         for k in range(pipe.n_stages):
@@ -1464,7 +1526,8 @@ def run(const double[::1] arrival_s not None,
         int64_t spec_tokens=0,
         spec_acceptance=None,
         draft_cost=None,
-        double timeseries_dt=0.0):
+        double timeseries_dt=0.0,
+        int64_t timeseries_max_buckets=0):
     """Simulate a cluster serving the requests under a batching policy.
 
     The entry pool has `num_replicas` replicas of `pipeline_stages` stages (one engine per
@@ -1478,8 +1541,10 @@ def run(const double[::1] arrival_s not None,
     `concurrency` C > 0 the loop is closed: at most C requests are outstanding, and each that
     finishes or is rejected lets the next arrive think_time_s later (not before its own
     arrival_s). With `timeseries_dt` > 0 it also records, per engine and per bucket of that many
-    seconds, the time integrals of its queue, running batch, KV blocks in use and busy time.
-    Returns a dict of per-request arrays, per-engine and per-replica statistics, the time
+    seconds, the time integrals of its queue, running batch, KV blocks in use, busy time and
+    the compute and memory time of its steps; with `timeseries_max_buckets` M > 0 bucket pairs
+    merge (the bucket length doubles) whenever the run would need more than M buckets, and
+    "timeseries_dt" reports the final length. Returns a dict of per-request arrays, per-engine and per-replica statistics, the time
     series and the inter-token-gap histogram. See tokenmill/_core.pyi and docs/.
     """
     cdef int64_t n = arrival_s.shape[0], k, r, p, e, row, pool
@@ -1547,6 +1612,9 @@ def run(const double[::1] arrival_s not None,
         granule_blocks = prefix_granule_tokens // block_size
     if not (isfinite(timeseries_dt) and timeseries_dt >= 0.0):
         raise ValueError(f"timeseries_dt must be finite and >= 0; got {timeseries_dt}")
+    if timeseries_max_buckets < 0 or timeseries_max_buckets % 2 or timeseries_max_buckets == 2:
+        raise ValueError("timeseries_max_buckets must be 0 (no limit) or an even number >= 4; "
+                         f"got {timeseries_max_buckets}")
 
     cost_rows = [pl["cost"] for pl in pools] + ([draft_rows] if draft_rows is not None else [])
     costs = np.ascontiguousarray(np.concatenate(cost_rows, axis=0))
@@ -1641,6 +1709,7 @@ def run(const double[::1] arrival_s not None,
     s.handoff = &handoff_v[0] if n > 0 else NULL
     s.prefill_busy = &prefill_busy_v[0] if n > 0 else NULL
     s.ts_dt = timeseries_dt
+    s.ts_max = timeseries_max_buckets
     s.ts_last = &ts_last_v[0]
     s.oom = False
     s.preemptions = &preemptions_v[0] if n > 0 else NULL
@@ -1754,6 +1823,7 @@ def run(const double[::1] arrival_s not None,
             "handoff_s": handoff,
             "prefill_busy_s": prefill_busy,
             "timeseries": _timeseries(&s, end_time),
+            "timeseries_dt": s.ts_dt,
             "preemptions": preemptions,
             "generated_tokens": generated,
             "status": status,
@@ -1877,7 +1947,7 @@ cdef dict _replica_stats(Sim* s):
                  "max_step_tokens", "kv_peak_blocks", "kv_blocks_in_use_at_end", "swapped_at_end",
                  "capacity_blocks", "pool", "pipe", "spec_tokens", "kv_sent", "kv_received")
     ints = np.empty((len(names_int), R), dtype=np.int64)
-    floats = np.empty((2, R))
+    floats = np.empty((4, R))
     cdef int64_t[:, ::1] iv = ints
     cdef double[:, ::1] fv = floats
     cdef Replica* rep
@@ -1904,9 +1974,13 @@ cdef dict _replica_stats(Sim* s):
         iv[18, r] = rep.kv_received
         fv[0, r] = rep.busy_s
         fv[1, r] = rep.kv_block_s
+        fv[2, r] = rep.compute_s
+        fv[3, r] = rep.memory_s
     out = {name: ints[k].copy() for k, name in enumerate(names_int)}
     out["busy_s"] = floats[0].copy()
     out["kv_block_seconds"] = floats[1].copy()
+    out["compute_s"] = floats[2].copy()
+    out["memory_s"] = floats[3].copy()
     return out
 
 
@@ -2078,3 +2152,24 @@ def step_time(const double[::1] cost not None, double prefill_tokens, double pre
     shape.decode_tokens = decode_tokens
     shape.decode_context = decode_context
     return step_seconds(&c, &shape)
+
+
+def step_activity_time(const double[::1] cost not None, double prefill_tokens,
+                       double prefill_pairs, double prefill_context, double logit_tokens,
+                       double decode_tokens, double decode_context):
+    """A step's (compute time, memory time) with the compiled formula (for tests against the
+    Python twin, tokenmill.costmodel.step_activity)."""
+    cdef CostCoeffs c
+    cdef StepShape shape
+    cdef double comp, mem
+    if cost.shape[0] != COST_NFIELDS:
+        raise ValueError(f"cost must hold {COST_NFIELDS} coefficients; got {cost.shape[0]}")
+    _load_cost(&c, cost)
+    shape.prefill_tokens = prefill_tokens
+    shape.prefill_pairs = prefill_pairs
+    shape.prefill_context = prefill_context
+    shape.logit_tokens = logit_tokens
+    shape.decode_tokens = decode_tokens
+    shape.decode_context = decode_context
+    step_activity(&c, &shape, &comp, &mem)
+    return (comp, mem)

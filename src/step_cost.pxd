@@ -267,3 +267,52 @@ cdef inline double step_seconds(const CostCoeffs* c, const StepShape* s) noexcep
     if gpu < 0.0:
         gpu = gpu_seconds(c, s)
     return framework + larger(gpu, launch)
+
+
+cdef inline void step_activity(const CostCoeffs* c, const StepShape* s, double* compute_s,
+                               double* memory_s) noexcept nogil:
+    # How long one step keeps each side of the chip busy, so power can follow the work
+    # (tokenmill.power): compute_s is the step's FLOPs at the calibrated compute rates (GEMMs at
+    # flops_per_s, attention at attn_s_per_flop), memory_s its bytes at the calibrated
+    # bandwidths (weights and activations, KV reads, element-wise traffic). Unlike gpu_seconds
+    # these are sums of each side over the operators, not the larger side of each, and carry no
+    # shape-dependent efficiency, floors or collectives. tokenmill.costmodel.step_activity is
+    # the Python twin, operation for operation.
+    cdef double tokens = s.prefill_tokens + s.decode_tokens
+    cdef double logits = s.logit_tokens if c.lm_head_weight_bytes > 0.0 else 0.0
+    cdef double touched, rows, wcap, context
+    cdef double gemm_flops = ((c.qkv_flops_per_row + c.o_flops_per_row + c.mlp_in_flops_per_row
+                               + c.mlp_out_flops_per_row) * tokens
+                              + c.lm_head_flops_per_row * logits)
+    cdef double weight_bytes = (c.qkv_weight_bytes + c.o_weight_bytes + c.mlp_in_weight_bytes
+                                + c.mlp_out_weight_bytes)
+    cdef double act_bytes = ((c.qkv_act_bytes_per_row + c.o_act_bytes_per_row
+                              + c.mlp_in_act_bytes_per_row + c.mlp_out_act_bytes_per_row) * tokens)
+    cdef double attn_flops = 0.0
+    cdef double kv_bytes = 0.0
+    if logits > 0.0:
+        weight_bytes = weight_bytes + c.lm_head_weight_bytes
+        act_bytes = act_bytes + c.lm_head_act_bytes_per_row * logits
+    if c.num_experts > 0.0:
+        touched = c.num_experts * (1.0 - pow(c.expert_miss, tokens))
+        rows = c.experts_per_token * tokens
+        gemm_flops = gemm_flops + c.expert_flops_per_row * rows
+        weight_bytes = weight_bytes + c.expert_bytes * touched
+        act_bytes = act_bytes + c.expert_act_bytes_per_row * rows
+    if s.prefill_tokens > 0.0:
+        wcap = c.window_tokens * s.prefill_tokens
+        attn_flops = (c.flops_per_attn_pair * s.prefill_pairs
+                      + c.flops_per_window_pair * capped(s.prefill_pairs, wcap))
+        context = s.prefill_context + s.prefill_tokens
+        kv_bytes = (c.kv_bytes_per_token * context
+                    + c.kv_window_bytes_per_token * capped(context, wcap))
+    if s.decode_tokens > 0.0:
+        wcap = c.window_tokens * s.decode_tokens
+        attn_flops = attn_flops + ((c.flops_per_attn_pair + c.flops_per_decode_pair_extra)
+                                   * s.decode_context
+                                   + c.flops_per_window_pair * capped(s.decode_context, wcap))
+        kv_bytes = kv_bytes + (c.kv_bytes_per_token * s.decode_context
+                               + c.kv_window_bytes_per_token * capped(s.decode_context, wcap))
+    compute_s[0] = gemm_flops / c.flops_per_s + attn_flops * c.attn_s_per_flop
+    memory_s[0] = ((weight_bytes + act_bytes) / c.bytes_per_s + kv_bytes * c.kv_s_per_byte
+                   + c.elementwise_bytes_per_token * tokens * c.elementwise_s_per_byte)

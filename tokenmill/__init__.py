@@ -17,6 +17,8 @@ from .kernel_table import KernelTable
 from .memory import MemoryFit, memory_fit
 from .model_card import model_card
 from .result import RequestRecords, Result
+from .results_config import MetricsConfig, PowerModel, Pricing
+from .sweep import SweepResult, sweep
 from .scenario import (
     CostModelParams,
     LengthDistribution,
@@ -45,6 +47,11 @@ __all__ = [
     "Hardware",
     "KernelTable",
     "LengthDistribution",
+    "MetricsConfig",
+    "PowerModel",
+    "Pricing",
+    "SweepResult",
+    "sweep",
     "MemoryFit",
     "ModelArch",
     "Plan",

@@ -85,6 +85,7 @@ def run(
     spec_acceptance: npt.ArrayLike | None = ...,
     draft_cost: npt.ArrayLike | None = ...,
     timeseries_dt: float = ...,
+    timeseries_max_buckets: int = ...,
 ) -> dict[str, Any]:
     """Simulate a cluster serving the requests (docs/schedulers.md, docs/cluster.md).
 
@@ -96,9 +97,13 @@ def run(
     prefill_tokens, recompute_tokens, decode_tokens, prefix_query_tokens, prefix_hit_tokens,
     max_step_tokens, kv_peak_blocks, kv_blocks_in_use_at_end, swapped_at_end,
     capacity_blocks, pool, pipe, spec_tokens, kv_sent, kv_received, busy_s,
-    kv_block_seconds), a dict "pipes" of per-replica arrays (pool, stages, kv_transfers,
+    kv_block_seconds, compute_s, memory_s: the compute-time and memory-time terms of every
+    step, summed over a pipelined engine's stages), a dict "pipes" of per-replica arrays (pool, stages, kv_transfers,
     busiest_stage_busy_s, mean_stage_busy_s, kv_link_busy_s), "timeseries" (None, or with
-    timeseries_dt > 0 an array [bucket, engine, TIMESERIES_FIELDS] of time integrals), the
+    timeseries_dt > 0 an array [bucket, engine, TIMESERIES_FIELDS] of time integrals; compute
+    and memory are each step's compute and memory time spread evenly over its duration;
+    with timeseries_max_buckets M > 0 bucket pairs merge whenever more than M would be needed),
+    "timeseries_dt" (the final bucket length), the
     inter-token-gap histogram
     (itl_histogram, itl_sum_s, itl_count, itl_max_s), the events processed and end_time_s.
     """
@@ -154,3 +159,12 @@ def step_time(
     decode_tokens: float,
     decode_context: float,
 ) -> float: ...
+def step_activity_time(
+    cost: npt.NDArray[np.float64],
+    prefill_tokens: float,
+    prefill_pairs: float,
+    prefill_context: float,
+    logit_tokens: float,
+    decode_tokens: float,
+    decode_context: float,
+) -> tuple[float, float]: ...

@@ -21,12 +21,13 @@ from ._version import __version__
 from . import cli_catalogue, cli_latency
 from .catalogue import tomllib
 from .cli_cluster import CLUSTER_FLAG_FIELDS, add_cluster_arguments, apply_cluster_flags
+from . import cli_results, cli_sweep
 from .cli_workload import WORKLOAD_FLAG_FIELDS, add_workload_arguments, apply_workload_flags
 from .cli_workload import register as register_workload_command
 from .engine import simulate
 from .errors import ConfigError
-from .report import RENDERERS
 from .scenario import Scenario
+from .sweep import set_path
 
 EXIT_BAD_INPUT = 2
 
@@ -55,6 +56,7 @@ FLAG_FIELDS: dict[str, tuple[str, ...]] = {
     **cli_catalogue.CATALOGUE_FLAG_FIELDS,
     **CLUSTER_FLAG_FIELDS,
     **cli_latency.LATENCY_FLAG_FIELDS,
+    **cli_results.RESULTS_FLAG_FIELDS,
 }
 
 
@@ -114,9 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     g = run.add_argument_group("simulation")
     g.add_argument("--stop-time", type=real, help="stop the simulation at this time (s) and "
                    "report what is unfinished (default: run until drained)")
-    g = run.add_argument_group("output")
-    g.add_argument("--output", choices=sorted(RENDERERS), default="text", help="format (default text)")
+    cli_results.add_metric_arguments(run, real)
+    cli_results.add_output_arguments(run)
     cli_catalogue.add_commands(sub, whole, real)
+    cli_sweep.register(sub, run)
     register_workload_command(sub)
     cli_latency.add_commands(sub, real)
     return parser
@@ -132,8 +135,10 @@ def _load_config(path: Path) -> dict[str, Any]:
         raise ConfigError(f"--config {path}: not valid TOML ({err})") from err
 
 
-def scenario_from_args(args: argparse.Namespace) -> Scenario:
-    """Merge the config file and the flags into a validated Scenario."""
+def scenario_from_args(args: argparse.Namespace,
+                       overrides: Optional[dict[str, Any]] = None) -> Scenario:
+    """Merge the config file, the flags and `overrides` (dotted Scenario paths, as sweep's
+    --set gives them) into a validated Scenario."""
     data: dict[str, Any] = _load_config(args.config) if args.config else {}
     source = f"scenario from {args.config}" if args.config else "scenario"
     for dest, path in FLAG_FIELDS.items():
@@ -150,6 +155,8 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
         node[path[-1]] = value
     apply_workload_flags(args, data)
     apply_cluster_flags(args, data)
+    for field_path, field_value in (overrides or {}).items():
+        set_path(data, field_path, field_value)
     try:
         return Scenario.model_validate(data)
     except ValidationError as err:
@@ -158,6 +165,9 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in cli_sweep.COMMANDS:  # their flags are run's, with lists of values
+        return cli_sweep.main(argv, parser)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
@@ -172,10 +182,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         scenario = scenario_from_args(args)
         result = simulate(scenario)
+        cli_results.emit(result, args)
     except ConfigError as err:
         print(f"tokenmill: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    sys.stdout.write(RENDERERS[args.output](result))
     return 0
 
 

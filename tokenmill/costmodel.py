@@ -461,6 +461,50 @@ def step_seconds(c: CostCoefficients, s: StepShape) -> float:
     return framework + _larger(gpu, launch)
 
 
+def step_activity(c: CostCoefficients, s: StepShape) -> tuple[float, float]:
+    """How long one step keeps the compute side and the memory side of a chip busy (FLOPs and
+    bytes at the calibrated rates, summed over operators); the Python twin of step_activity in
+    src/step_cost.pxd, operation for operation. tokenmill.power turns them into watts."""
+    tokens = s.prefill_tokens + s.decode_tokens
+    logits = s.logit_tokens if c.lm_head_weight_bytes > 0.0 else 0.0
+    gemm_flops = ((c.qkv_flops_per_row + c.o_flops_per_row + c.mlp_in_flops_per_row
+                   + c.mlp_out_flops_per_row) * tokens
+                  + c.lm_head_flops_per_row * logits)
+    weight_bytes = (c.qkv_weight_bytes + c.o_weight_bytes + c.mlp_in_weight_bytes
+                    + c.mlp_out_weight_bytes)
+    act_bytes = ((c.qkv_act_bytes_per_row + c.o_act_bytes_per_row
+                  + c.mlp_in_act_bytes_per_row + c.mlp_out_act_bytes_per_row) * tokens)
+    attn_flops = 0.0
+    kv_bytes = 0.0
+    if logits > 0.0:
+        weight_bytes = weight_bytes + c.lm_head_weight_bytes
+        act_bytes = act_bytes + c.lm_head_act_bytes_per_row * logits
+    if c.num_experts > 0.0:
+        touched = c.num_experts * (1.0 - math.pow(c.expert_miss, tokens))
+        rows = c.experts_per_token * tokens
+        gemm_flops = gemm_flops + c.expert_flops_per_row * rows
+        weight_bytes = weight_bytes + c.expert_bytes * touched
+        act_bytes = act_bytes + c.expert_act_bytes_per_row * rows
+    if s.prefill_tokens > 0.0:
+        wcap = c.window_tokens * s.prefill_tokens
+        attn_flops = (c.flops_per_attn_pair * s.prefill_pairs
+                      + c.flops_per_window_pair * _capped(s.prefill_pairs, wcap))
+        context = s.prefill_context + s.prefill_tokens
+        kv_bytes = (c.kv_bytes_per_token * context
+                    + c.kv_window_bytes_per_token * _capped(context, wcap))
+    if s.decode_tokens > 0.0:
+        wcap = c.window_tokens * s.decode_tokens
+        attn_flops = attn_flops + ((c.flops_per_attn_pair + c.flops_per_decode_pair_extra)
+                                   * s.decode_context
+                                   + c.flops_per_window_pair * _capped(s.decode_context, wcap))
+        kv_bytes = kv_bytes + (c.kv_bytes_per_token * s.decode_context
+                               + c.kv_window_bytes_per_token * _capped(s.decode_context, wcap))
+    compute_s = gemm_flops / c.flops_per_s + attn_flops * c.attn_s_per_flop
+    memory_s = ((weight_bytes + act_bytes) / c.bytes_per_s + kv_bytes * c.kv_s_per_byte
+                + c.elementwise_bytes_per_token * tokens * c.elementwise_s_per_byte)
+    return compute_s, memory_s
+
+
 def prefill_seconds(c: CostCoefficients, prompt_tokens: int) -> float:
     """Time of a step that only prefills one prompt: the unloaded TTFT of that prompt."""
     p = float(prompt_tokens)

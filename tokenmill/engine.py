@@ -24,6 +24,8 @@ from .policy import ResolvedPolicy
 from .result import RequestRecords, Result
 from .scenario import Scenario
 from .workload import WorkloadArrays, generate
+from .outcome import outcome_figures
+from .timeseries import AUTO_MAX_BUCKETS, auto_resolution
 from .workloads.report import with_workload_details
 
 
@@ -45,6 +47,10 @@ def simulate(scenario: Optional[Scenario] = None, *,
     entry = build.entry
     policy = entry.policy
     arrays = workload if workload is not None else generate(scenario.workload, scenario.seed)
+    resolution = scenario.metrics.timeseries_resolution_s
+    max_buckets = 0  # a resolution the user chose is kept
+    if resolution is None:
+        resolution, max_buckets = auto_resolution(arrays.arrival_s), AUTO_MAX_BUCKETS
 
     core_started = time.perf_counter()
     raw = _core.run(
@@ -57,6 +63,8 @@ def simulate(scenario: Optional[Scenario] = None, *,
         stop_time_s=scenario.stop_time_s if scenario.stop_time_s is not None else math.inf,
         concurrency=scenario.workload.concurrency or 0,
         think_time_s=scenario.workload.think_time_s,
+        timeseries_dt=resolution,
+        timeseries_max_buckets=max_buckets,
         **build.kernel_args,
         **_priority_args(arrays),
         **_swap_args(build),
@@ -71,8 +79,10 @@ def simulate(scenario: Optional[Scenario] = None, *,
         generated_tokens=raw["generated_tokens"], preemptions=raw["preemptions"],
         prefix_hit_tokens=raw["prefix_hit_tokens"], status=raw["status"],
         replica=raw["replica"], decode_replica=raw["decode_replica"],
-        kv_ready_s=raw["kv_ready_s"], class_id=arrays.class_id, priority=arrays.priority)
-    result = summarise(scenario, model.name, build, records, raw, core_wall, started)
+        kv_ready_s=raw["kv_ready_s"], class_id=arrays.class_id, priority=arrays.priority,
+        handoff_s=raw["handoff_s"], prefill_busy_s=raw["prefill_busy_s"])
+    result = summarise(scenario, model.name, build, records, raw, core_wall, started,
+                       timeseries_dt=float(raw["timeseries_dt"]))
     return with_workload_details(result, scenario, arrays)
 
 
@@ -115,7 +125,7 @@ def _prefix_args(policy: ResolvedPolicy, arrays: WorkloadArrays) -> dict[str, An
 
 
 def summarise(scenario: Scenario, model_name: str, build: ClusterBuild, records: RequestRecords,
-              raw: dict, core_wall: float, started: float) -> Result:
+              raw: dict, core_wall: float, started: float, timeseries_dt: float = 0.0) -> Result:
     """Build the Result's summary figures from the kernel's raw output."""
     status = records.status
     counts = np.bincount(status, minlength=8)
@@ -176,4 +186,5 @@ def summarise(scenario: Scenario, model_name: str, build: ClusterBuild, records:
         core_wall_time_s=core_wall,
         wall_time_s=time.perf_counter() - started,
         cluster=cluster_stats(build, raw, duration),
+        **outcome_figures(scenario, build, records, raw, duration, timeseries_dt),
     )

@@ -26,7 +26,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from . import _core
-from .costmodel import CostCoefficients, StepShape, step_seconds
+from .costmodel import CostCoefficients, StepShape, step_activity, step_seconds
 from .metrics import itl_bin_of
 
 PENDING = _core.STATUS_PENDING
@@ -128,6 +128,10 @@ class _Engine:
          "max_step_tokens", "kv_peak_blocks", "spec_tokens", "kv_sent", "kv_received"), 0))
     busy_s: float = 0.0
     kv_block_s: float = 0.0
+    compute_s: float = 0.0        # compute-time terms of its steps (all stages), for power
+    memory_s: float = 0.0
+    step_compute_frac: float = 0.0
+    step_memory_frac: float = 0.0
 
 
 def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
@@ -153,6 +157,7 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
                        kv_bytes_per_token: float = 0.0, spec_tokens: int = 0,
                        spec_acceptance: Optional[Sequence[float]] = None,
                        draft_cost: Optional[Costs] = None, timeseries_dt: float = 0.0,
+                       timeseries_max_buckets: int = 0,
                        check_invariants: bool = False) -> dict:
     """Same inputs and outputs as tokenmill._core.run, with costs given as CostCoefficients
     (one per pipeline stage, or per pool for draft_cost) instead of arrays.
@@ -230,7 +235,7 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
                                        swap_capacity=swap_cap // len(rows), swap_s=swap_s,
                                        empty=capacity // len(rows)))
     ts_last = [0.0] * len(engines)
-    ts: dict[tuple[int, int], list] = {}  # (bucket, engine) -> [queue, running, kv, busy] integrals
+    ts: dict[tuple[int, int], list] = {}  # (bucket, engine) -> integrals of TIMESERIES_FIELDS
     events: list[tuple[float, int, int, int]] = []
     seq = 0
     events_processed = 0
@@ -242,20 +247,40 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
         itl["count"] += count
         itl["max"] = max(itl["max"], g)
 
+    def coarsen() -> None:
+        """Merge bucket pairs (2j, 2j + 1) into j and double the bucket length (the kernel's
+        ts_coarsen, sums in the same order)."""
+        nonlocal timeseries_dt
+        width = len(_core.TIMESERIES_FIELDS)
+        old = dict(ts)
+        ts.clear()
+        for j in range(timeseries_max_buckets // 2):
+            for r2 in range(len(engines)):
+                a = old.get((2 * j, r2), [0.0] * width)
+                b2 = old.get((2 * j + 1, r2), [0.0] * width)
+                if (2 * j, r2) in old or (2 * j + 1, r2) in old:
+                    ts[(j, r2)] = [x + y for x, y in zip(a, b2)]
+        timeseries_dt *= 2.0
+
     def touch(r: int, now: float) -> None:
         """Integrate engine r's state since its last change (it is constant in between)."""
         if timeseries_dt <= 0.0 or now <= ts_last[r]:
             return
         e = engines[r]
         values = (float(len(e.waiting) + len(e.swapped) + len(e.incoming)), float(len(e.running)),
-                  float(e.capacity - free(e)), 1.0 if e.busy else 0.0)
+                  float(e.capacity - free(e)), 1.0 if e.busy else 0.0,
+                  e.step_compute_frac if e.busy else 0.0, e.step_memory_frac if e.busy else 0.0)
         t0 = ts_last[r]
         b = int(t0 / timeseries_dt)
         while t0 < now:
+            if timeseries_max_buckets > 0 and b >= timeseries_max_buckets:
+                coarsen()
+                b //= 2
+                continue
             end = (b + 1) * timeseries_dt
             seg = (end if end < now else now) - t0
-            acc = ts.setdefault((b, r), [0.0, 0.0, 0.0, 0.0])
-            for k in range(4):
+            acc = ts.setdefault((b, r), [0.0] * len(values))
+            for k in range(len(values)):
                 acc[k] += values[k] * seg
             t0 = end if end < now else now
             b += 1
@@ -360,16 +385,18 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
             assert private[i] + shared[i] * gb == _ceil_div(want, B), "wrong block count"
         assert step_tokens <= e.max_tokens and len(run) + e.inflight <= e.max_seqs
 
-    def price(e: _Engine, shape: StepShape, now: float, extra: float) -> float:
+    def price(e: _Engine, shape: StepShape, now: float, extra: float, act: list) -> float:
         pipe = pipes[e.pipe]
         if pipe.stages == 1:
             d = step_seconds(pipe.costs[0], shape)
+            _add_activity(act, pipe.costs[0], shape)
             pipe.stage_busy[0] += extra + d
             return extra + d
         t = now + extra
         for k, row in enumerate(pipe.costs):
             t = max(t, pipe.stage_free[k])
             d = step_seconds(row, shape)
+            _add_activity(act, row, shape)
             t += d
             pipe.stage_free[k] = t
             pipe.stage_busy[k] += d
@@ -553,6 +580,7 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
             shape_tokens = float(len(prefills) * longest)
             shape_pairs = float(len(prefills) * (longest * (longest + 1) // 2))
         extra = 0.0
+        act = [0.0, 0.0]  # compute and memory time, draft passes first, as the kernel adds them
         if K == 0:
             shape = StepShape(
                 prefill_tokens=shape_tokens, prefill_pairs=shape_pairs,
@@ -577,19 +605,25 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
                 d = 0.0
                 if prefill_only.prefill_tokens > 0:
                     d += step_seconds(draft, prefill_only)
+                    _add_activity(act, draft, prefill_only)
                 if nd:
                     dctx = 0.0
                     for i in e.running:
                         if decoding(i):
                             dctx += float(prompt[i] + generated[i])
                     for j in range(K):
-                        d += step_seconds(draft, StepShape(
-                            logit_tokens=float(nd), decode_tokens=float(nd),
-                            decode_context=dctx + float(j * nd)))
+                        pass_ = StepShape(logit_tokens=float(nd), decode_tokens=float(nd),
+                                          decode_context=dctx + float(j * nd))
+                        d += step_seconds(draft, pass_)
+                        _add_activity(act, draft, pass_)
                 extra += d
         if preemption == _core.PREEMPT_SWAP:
             extra += e.swap_s * (e.stats["swap_out_blocks"] + e.stats["swap_in_blocks"] - swaps_before)
-        dur = price(e, shape, now, extra)
+        dur = price(e, shape, now, extra, act)
+        e.compute_s += act[0]
+        e.memory_s += act[1]
+        e.step_compute_frac = act[0] / dur if dur > 0.0 else 0.0
+        e.step_memory_frac = act[1] / dur if dur > 0.0 else 0.0
         e.busy = True
         e.step_start = now
         e.step_dur = dur
@@ -818,6 +852,8 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
             over = e.step_start + e.step_dur - stop_time_s
             e.busy_s -= over
             e.kv_block_s -= e.step_blocks * over
+            e.compute_s -= e.step_compute_frac * over
+            e.memory_s -= e.step_memory_frac * over
     for pipe in pipes:
         for k in range(pipe.stages):
             if pipe.stages > 1 and pipe.stage_free[k] > stop_time_s:
@@ -843,6 +879,8 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
         replicas[name] = counts[name]
     replicas["busy_s"] = col([e.busy_s for e in engines], np.float64)
     replicas["kv_block_seconds"] = col([e.kv_block_s for e in engines], np.float64)
+    replicas["compute_s"] = col([e.compute_s for e in engines], np.float64)
+    replicas["memory_s"] = col([e.memory_s for e in engines], np.float64)
     pipe_stats = {
         "pool": col([p.pool for p in pipes], np.int64),
         "stages": col([p.stages for p in pipes], np.int64),
@@ -860,6 +898,7 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
         "handoff_s": col(handoff, np.float64),
         "prefill_busy_s": col(prefill_busy, np.float64),
         "timeseries": _timeseries(ts, len(engines), timeseries_dt, end_time),
+        "timeseries_dt": timeseries_dt,
         "preemptions": col(preemptions, np.int32),
         "generated_tokens": col(generated, np.int32),
         "status": col(status, np.int8),
@@ -877,6 +916,12 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
     }
 
 
+def _add_activity(act: list, row: CostCoefficients, shape: StepShape) -> None:
+    c, m = step_activity(row, shape)
+    act[0] += c
+    act[1] += m
+
+
 def _sum_in_order(values: list) -> float:
     total = 0.0
     for v in values:
@@ -890,7 +935,7 @@ def _timeseries(ts: dict, engines: int, dt: float, end_time: float) -> Optional[
     buckets = int(end_time / dt)
     if buckets * dt < end_time or buckets == 0:
         buckets += 1
-    out = np.zeros((buckets, engines, 4))
+    out = np.zeros((buckets, engines, len(_core.TIMESERIES_FIELDS)))
     for (b, r), values in ts.items():
         if b < buckets:
             out[b, r] = values

@@ -8,6 +8,7 @@ import math
 
 from .metrics import LatencyStats
 from .result import Result
+from .vllm_bench import to_vllm_bench
 from .workloads.report import class_lines, workload_line, workload_notes
 
 
@@ -38,6 +39,9 @@ def to_text(r: Result) -> str:
         _latency_row("TPOT", r.tpot_ms),
         _latency_row("ITL", r.itl_ms),
         _latency_row("E2E", r.e2e_ms),
+        *_breakdown_lines(r),
+        *_steady_lines(r),
+        *_goodput_lines(r),
         *class_lines(r),
         "",
         f"KV cache   {r.memory.kv_capacity_blocks:,} blocks of {r.memory.kv_block_size} tokens "
@@ -50,7 +54,7 @@ def to_text(r: Result) -> str:
         f"simulation {r.events:,} events, {r.steps:,} steps; wall time {r.wall_time_s * 1e3:,.1f} ms "
         f"(core {r.core_wall_time_s * 1e3:,.1f} ms)",
     ]
-    lines[-1:-1] = _cluster_lines(r)
+    lines[-1:-1] = _load_lines(r) + _energy_lines(r) + _cluster_lines(r)
     notes = workload_notes(r)
     if r.num_unfinished:
         notes.append(f"{r.num_unfinished:,} requests were still queued or running when the "
@@ -122,6 +126,78 @@ def _policy_line(r: Result) -> str:
     return ", ".join(parts)
 
 
+def _breakdown_lines(r: Result) -> list[str]:
+    b = r.ttft_breakdown_ms
+    if not b or not math.isfinite(b.get("queue", math.nan)):
+        return []
+    parts = f"queue {_ms(b['queue'])}, prefill {_ms(b['prefill'])}"
+    if r.cluster is not None and len(r.cluster.pools) == 2:
+        parts += f", KV transfer {_ms(b['kv_transfer'])}"
+    return [f"  TTFT parts (mean ms): {parts}, other {_ms(b['other'])} "
+            "(requeued after preemption, chunk and stage waits, first decode step)"]
+
+
+def _steady_lines(r: Result) -> list[str]:
+    st = r.steady
+    if st is None:
+        return []
+    return ["", f"steady state: requests arriving in [{st.start_s:g}, {st.end_s:g}] s "
+            f"({st.measured:,} measured, {st.finished:,} finished); "
+            f"{st.request_throughput:,.2f} req/s, {st.output_token_throughput:,.1f} output tok/s",
+            _latency_row("TTFT", st.ttft_ms), _latency_row("TPOT", st.tpot_ms),
+            _latency_row("E2E", st.e2e_ms)]
+
+
+def _goodput_lines(r: Result) -> list[str]:
+    g = r.goodput
+    if g is None:
+        return []
+    slo = ", ".join(f"{name} <= {v:g} ms" for name, v in
+                    (("TTFT", g.slo_ttft_ms), ("TPOT", g.slo_tpot_ms), ("E2E", g.slo_e2e_ms))
+                    if v is not None) or "per-class SLOs"
+    pct = "-" if not math.isfinite(g.attainment) else f"{100 * g.attainment:.1f}%"
+    return ["", f"goodput    {g.goodput_rps:,.2f} req/s within {slo}: {g.met:,} of "
+            f"{g.measured:,} measured requests ({pct})"]
+
+
+def _load_lines(r: Result) -> list[str]:
+    ld = r.load
+    if ld is None or ld.mean_queue is None:
+        return []
+    return [f"load       time-weighted: queue {ld.mean_queue:,.2f} requests (peak bucket "
+            f"{ld.max_queue:,.1f}), running batch {ld.mean_running:,.2f}, KV use "
+            f"{100 * (ld.mean_kv_utilization or 0.0):.1f}%"]
+
+
+def _energy_lines(r: Result) -> list[str]:
+    lines = []
+    e = r.energy
+    if e is not None:
+        chips = sum(p.chips for p in e.pools)
+        per_chip = e.mean_power_kw * 1e3 / e.pue / chips if chips else 0.0
+        lines.append(f"energy     {e.energy_kj:,.1f} kJ, mean power {e.mean_power_kw:,.3f} kW "
+                     f"({per_chip:,.0f} W per chip, {chips} chip{'s' if chips != 1 else ''}"
+                     f"{', PUE %g' % e.pue if e.pue != 1 else ''}); "
+                     f"{e.joules_per_output_token:,.3f} J per output token, "
+                     f"{e.joules_per_request:,.1f} J per request")
+    c = r.spend
+    if c is not None:
+        if c.cost_usd is None:
+            unknown = ", ".join(p.gpu for p in c.pools if p.price_per_chip_hour_usd is None)
+            lines.append(f"cost       unknown: no price per chip-hour for {unknown} "
+                         "(give --price-per-hour)")
+        else:
+            prices = " + ".join(f"{p.chips} x ${p.price_per_chip_hour_usd:g}/h" for p in c.pools)
+            lines.append(f"cost       ${c.cost_usd:,.4f} ({c.chip_hours:,.3f} chip-hours, {prices}); "
+                         f"${_money(c.usd_per_million_output_tokens)} per million output tokens, "
+                         f"${_money(c.usd_per_request, 6)} per request")
+    return lines
+
+
+def _money(x: float | None, digits: int = 4) -> str:
+    return "-" if x is None else f"{x:,.{digits}f}"
+
+
 def to_json(r: Result) -> str:
     return r.to_json(indent=2) + "\n"
 
@@ -137,4 +213,4 @@ def to_csv(r: Result) -> str:
     return buf.getvalue()
 
 
-RENDERERS = {"text": to_text, "json": to_json, "csv": to_csv}
+RENDERERS = {"text": to_text, "json": to_json, "csv": to_csv, "vllm-bench": to_vllm_bench}

@@ -20,6 +20,7 @@ from .precision import Precision, split_variant
 from .workloads.config import (LengthDistribution, RateProfile, RequestClass,  # noqa: F401
                                TraceSource, Workload)
 from .cluster_config import Disaggregation, PoolPlan, RouterConfig, SpeculativeDecoding  # noqa: F401
+from .results_config import MetricsConfig, PowerModel, Pricing
 
 # Accepted scheduler names and the policy each one selects.
 SCHEDULER_ALIASES = {
@@ -151,6 +152,10 @@ class Scenario(StrictModel):
     stop_time_s: Optional[PositiveFloat] = Field(
         default=None, description="Stop the simulation at this time and report what is "
         "unfinished (None: run until every admitted request finishes).")
+    metrics: MetricsConfig = Field(default=MetricsConfig(), description="SLOs for goodput, "
+                                   "the steady-state window and the time-series resolution.")
+    power: PowerModel = Field(default=PowerModel(), description="How chip power follows work.")
+    pricing: Pricing = Field(default=Pricing(), description="Chip-hour prices (None: presets).")
 
     @model_validator(mode="before")
     @classmethod
