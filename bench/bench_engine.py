@@ -6,7 +6,10 @@ Cases (default model and chip, seed 42):
     its queue grows without bound, which is the point of the baseline, and it runs ~5x the
     steps per request);
   * an overloaded orca replica: arrivals at 3x the rate it can serve (measured first with an
-    offline run), 25k, 50k and 100k arrivals, to show the cost grows linearly with arrivals.
+    offline run), 25k, 50k and 100k arrivals, to show the cost grows linearly with arrivals;
+  * one evaluation inside an optimisation loop: the same process calls simulate() again and
+    again on a 1,000-request scenario (after one warm-up call), median of 50, with and without
+    the time series.
 
 Each case runs in a fresh process (so peak RSS is its own) `--repeat` times; the table shows
 the median. "simulate" is the whole tokenmill.simulate() call (workload generation, kernel,
@@ -53,6 +56,23 @@ def run_in_child(num_requests: int, rate: float, scheduler: str) -> dict:
     return json.loads(out.stdout)
 
 
+def evaluation_ms(num_requests: int, timeseries: bool, calls: int = 50) -> tuple[float, float]:
+    """Median wall and core milliseconds of repeated simulate() calls in one warm process."""
+    import tokenmill as tm
+
+    metrics = {} if timeseries else {"timeseries_resolution_s": 0.0}
+    scenario = tm.Scenario(workload=tm.Workload(arrival_rate=20.0, num_requests=num_requests),
+                           metrics=metrics)
+    tm.simulate(scenario)
+    walls, cores = [], []
+    for _ in range(calls):
+        started = time.perf_counter()
+        result = tm.simulate(scenario)
+        walls.append(time.perf_counter() - started)
+        cores.append(result.core_wall_time_s)
+    return statistics.median(walls) * 1e3, statistics.median(cores) * 1e3
+
+
 def capacity_req_per_s() -> float:
     """Requests per second one replica sustains when every request is queued at once."""
     import tokenmill as tm
@@ -93,6 +113,11 @@ def main() -> None:
         ev = runs[0]["events"]
         print(f"{label:<24}{n:>10,}{wall:>12.3f}{core:>9.3f}{n / wall:>12,.0f}{ev / wall:>13,.0f}"
               f"{wall / n * 1e6:>12.2f}{rss:>9.0f}{runs[0]['preemptions']:>9,}")
+    print()
+    for timeseries in (True, False):
+        wall_ms, core_ms = evaluation_ms(1_000, timeseries)
+        print(f"repeated evaluation, 1,000 requests, time series {'on ' if timeseries else 'off'}: "
+              f"simulate {wall_ms:.2f} ms (core {core_ms:.2f} ms), median of 50")
 
 
 if __name__ == "__main__":
