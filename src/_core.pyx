@@ -2136,21 +2136,30 @@ def itl_bin_index(double gap):
     return itl_bin(gap)
 
 
-def step_time(const double[::1] cost not None, double prefill_tokens, double prefill_pairs,
-              double prefill_context, double logit_tokens, double decode_tokens,
-              double decode_context):
-    """Price one step with the compiled formula (for tests against the Python twin)."""
-    cdef CostCoeffs c
-    cdef StepShape shape
+cdef int _load_probe(CostCoeffs* c, StepShape* shape, const double[::1] cost, double prefill_tokens,
+                     double prefill_pairs, double prefill_context, double logit_tokens,
+                     double decode_tokens, double decode_context) except -1:
+    """One coefficient row and one step shape, for the test probes below."""
     if cost.shape[0] != COST_NFIELDS:
         raise ValueError(f"cost must hold {COST_NFIELDS} coefficients; got {cost.shape[0]}")
-    _load_cost(&c, cost)
+    _load_cost(c, cost)
     shape.prefill_tokens = prefill_tokens
     shape.prefill_pairs = prefill_pairs
     shape.prefill_context = prefill_context
     shape.logit_tokens = logit_tokens
     shape.decode_tokens = decode_tokens
     shape.decode_context = decode_context
+    return 0
+
+
+def step_time(const double[::1] cost not None, double prefill_tokens, double prefill_pairs,
+              double prefill_context, double logit_tokens, double decode_tokens,
+              double decode_context):
+    """Price one step with the compiled formula (for tests against the Python twin)."""
+    cdef CostCoeffs c
+    cdef StepShape shape
+    _load_probe(&c, &shape, cost, prefill_tokens, prefill_pairs, prefill_context, logit_tokens,
+                decode_tokens, decode_context)
     return step_seconds(&c, &shape)
 
 
@@ -2162,14 +2171,7 @@ def step_activity_time(const double[::1] cost not None, double prefill_tokens,
     cdef CostCoeffs c
     cdef StepShape shape
     cdef double comp, mem
-    if cost.shape[0] != COST_NFIELDS:
-        raise ValueError(f"cost must hold {COST_NFIELDS} coefficients; got {cost.shape[0]}")
-    _load_cost(&c, cost)
-    shape.prefill_tokens = prefill_tokens
-    shape.prefill_pairs = prefill_pairs
-    shape.prefill_context = prefill_context
-    shape.logit_tokens = logit_tokens
-    shape.decode_tokens = decode_tokens
-    shape.decode_context = decode_context
+    _load_probe(&c, &shape, cost, prefill_tokens, prefill_pairs, prefill_context, logit_tokens,
+                decode_tokens, decode_context)
     step_activity(&c, &shape, &comp, &mem)
     return (comp, mem)

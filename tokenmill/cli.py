@@ -9,10 +9,9 @@ Bad input exits with status 2 and a message naming the field, never a traceback.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from pydantic import ValidationError
 
@@ -22,7 +21,8 @@ from . import cli_catalogue, cli_latency
 from .catalogue import tomllib
 from .cli_cluster import CLUSTER_FLAG_FIELDS, add_cluster_arguments, apply_cluster_flags
 from . import cli_results, cli_sweep
-from .cli_workload import WORKLOAD_FLAG_FIELDS, add_workload_arguments, apply_workload_flags
+from .cli_workload import (WORKLOAD_FLAG_FIELDS, add_workload_arguments, apply_workload_flags,
+                           number_type)
 from .cli_workload import register as register_workload_command
 from .engine import simulate
 from .errors import ConfigError
@@ -60,26 +60,14 @@ FLAG_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _number(kind: Callable[[str], Any], what: str) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a valid {what}") from None
-        if isinstance(value, float) and math.isnan(value):
-            raise argparse.ArgumentTypeError(f"{text!r} is not a valid {what}")
-        return value
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tokenmill", description="Simulate LLM inference clusters, event by event.")
     parser.add_argument("--version", action="version", version=f"tokenmill {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     run = sub.add_parser("run", help="simulate one scenario and print its summary",
                          description="Simulate one scenario and print its summary.")
-    real = _number(float, "number")
-    whole = _number(int, "whole number")
+    real = number_type(float, "number")
+    whole = number_type(int, "whole number")
     g = run.add_argument_group("scenario")
     g.add_argument("--config", type=Path, help="TOML file laid out like the Scenario; flags override it")
     g.add_argument("--model", help="model preset, alias, or path to a Hugging Face config.json (default llama-3.1-8b)")
@@ -143,16 +131,8 @@ def scenario_from_args(args: argparse.Namespace,
     source = f"scenario from {args.config}" if args.config else "scenario"
     for dest, path in FLAG_FIELDS.items():
         value = getattr(args, dest, None)
-        if value is None:
-            continue
-        node = data
-        for key in path[:-1]:
-            child = node.get(key)
-            if not isinstance(child, dict):
-                child = {}
-                node[key] = child
-            node = child
-        node[path[-1]] = value
+        if value is not None:
+            set_path(data, ".".join(path), value)
     apply_workload_flags(args, data)
     apply_cluster_flags(args, data)
     for field_path, field_value in (overrides or {}).items():

@@ -61,7 +61,8 @@ for _role in ("prompt", "output"):
     })
 
 
-def _number(kind: Callable[[str], Any], what: str) -> Callable[[str], Any]:
+def number_type(kind: Callable[[str], Any], what: str) -> Callable[[str], Any]:
+    """An argparse `type` that names the expected kind of number and refuses NaN."""
     def parse(text: str) -> Any:
         try:
             value = kind(text)
@@ -75,8 +76,8 @@ def _number(kind: Callable[[str], Any], what: str) -> Callable[[str], Any]:
 
 def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
     """The workload flag groups (shared by `run` and `workload describe`)."""
-    real = _number(float, "number")
-    whole = _number(int, "whole number")
+    real = number_type(float, "number")
+    whole = number_type(int, "whole number")
     g = parser.add_argument_group("workload: arrivals")
     g.add_argument("--workload", metavar="SPEC",
                    help="synthetic (default) or trace:PATH to replay a trace (as the original "
@@ -233,7 +234,7 @@ def register(subparsers: Any) -> None:
                           "prefix-sharing ratio and class mix, plus every trace row or length "
                           "draw left out or changed.")
     d.add_argument("--config", type=_path, help="TOML file laid out like the Scenario")
-    d.add_argument("--seed", type=_number(int, "whole number"), help="random seed (default 42)")
+    d.add_argument("--seed", type=number_type(int, "whole number"), help="random seed (default 42)")
     add_workload_arguments(d)
     d.add_argument("--output", choices=("text", "json"), default="text", help="format (default text)")
     d.set_defaults(handler=describe_main)
