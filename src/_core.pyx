@@ -311,7 +311,8 @@ ctypedef struct Sim:
     double* ts_last
     bint oom
     double* prefill_busy    # per request: time in steps that computed its prompt, before its
-                            # first token (re-prefills after a preemption included)
+                            # first token, in the pass that completed it
+    double* prefill_lost    # per request: the same in passes a recompute preemption discarded
     int32_t* dirty_stack
     int64_t n_dirty
     # inter-token gaps
@@ -690,6 +691,9 @@ cdef int preempt(Sim* s, Replica* rep, int32_t v, double now) noexcept nogil:
         rep.n_swapped += 1
         return 0
     release_kv(s, rep, v)
+    if s.generated[v] == 0:  # its prompt work so far is discarded and will be recomputed
+        s.prefill_lost[v] += s.prefill_busy[v]
+        s.prefill_busy[v] = 0.0
     s.status[v] = ST_WAITING
     return wait_add(s, rep, v, True)
 
@@ -1627,6 +1631,7 @@ def run(const double[::1] arrival_s not None,
     kv_ready = np.full(n, np.nan)
     handoff = np.full(n, np.nan)
     prefill_busy = np.zeros(n)
+    prefill_lost = np.zeros(n)
     ts_last = np.zeros(n_engines)
     preemptions = np.zeros(n, dtype=np.int32)
     generated = np.zeros(n, dtype=np.int32)
@@ -1663,6 +1668,7 @@ def run(const double[::1] arrival_s not None,
     cdef double[::1] kv_ready_v = kv_ready
     cdef double[::1] handoff_v = handoff
     cdef double[::1] prefill_busy_v = prefill_busy
+    cdef double[::1] prefill_lost_v = prefill_lost
     cdef double[::1] ts_last_v = ts_last
     cdef int32_t[::1] preemptions_v = preemptions
     cdef int32_t[::1] generated_v = generated
@@ -1708,6 +1714,7 @@ def run(const double[::1] arrival_s not None,
     s.kv_ready = &kv_ready_v[0] if n > 0 else NULL
     s.handoff = &handoff_v[0] if n > 0 else NULL
     s.prefill_busy = &prefill_busy_v[0] if n > 0 else NULL
+    s.prefill_lost = &prefill_lost_v[0] if n > 0 else NULL
     s.ts_dt = timeseries_dt
     s.ts_max = timeseries_max_buckets
     s.ts_last = &ts_last_v[0]
@@ -1822,6 +1829,7 @@ def run(const double[::1] arrival_s not None,
             "kv_ready_s": kv_ready,
             "handoff_s": handoff,
             "prefill_busy_s": prefill_busy,
+            "prefill_lost_s": prefill_lost,
             "timeseries": _timeseries(&s, end_time),
             "timeseries_dt": s.ts_dt,
             "preemptions": preemptions,

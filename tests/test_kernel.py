@@ -13,7 +13,8 @@ from tokenmill.reference import simulate_reference
 from conftest import requests, run_kwargs, unit_step_cost
 
 FIELDS = ("arrival_s", "first_token_s", "completion_s", "admitted_s", "preemptions",
-          "generated_tokens", "status", "replica", "itl_histogram")
+          "generated_tokens", "status", "replica", "itl_histogram", "prefill_busy_s",
+          "prefill_lost_s")
 
 
 def both(arrival, prompt, output, cost, **kw):

@@ -33,9 +33,11 @@ def test_ttft_parts_add_up_to_ttft(name: str) -> None:
     r = tm.simulate(tm.Scenario(workload=_wl(arrival_rate=40.0), **SCENARIOS[name]))
     rec = r.requests
     done = rec.finished
-    parts = rec.ttft_queue_s + rec.ttft_prefill_s + rec.ttft_kv_transfer_s + rec.ttft_other_s
+    parts = (rec.ttft_queue_s + rec.ttft_prefill_s + rec.ttft_recompute_s + rec.ttft_kv_transfer_s
+             + rec.ttft_other_s)
     np.testing.assert_allclose(parts[done], rec.ttft_s[done], rtol=0, atol=1e-12)
-    for col in (rec.ttft_queue_s, rec.ttft_prefill_s, rec.ttft_kv_transfer_s, rec.ttft_other_s):
+    for col in (rec.ttft_queue_s, rec.ttft_prefill_s, rec.ttft_recompute_s,
+                rec.ttft_kv_transfer_s, rec.ttft_other_s):
         assert (col[done] >= -1e-9).all()
     assert (rec.ttft_prefill_s[done] > 0).all()
     if name == "disaggregated":
@@ -44,8 +46,28 @@ def test_ttft_parts_add_up_to_ttft(name: str) -> None:
         assert (rec.ttft_kv_transfer_s[done] == 0).all()
     if name == "chunked with preemptions":
         assert r.preemptions > 0
-    assert set(r.ttft_breakdown_ms) == {"queue", "prefill", "kv_transfer", "other"}
+    assert set(r.ttft_breakdown_ms) == {"queue", "prefill", "recompute", "kv_transfer", "other"}
     assert math.isclose(sum(r.ttft_breakdown_ms.values()), r.ttft_ms.mean, rel_tol=1e-9)
+
+
+def test_prefill_work_discarded_by_preemption_is_its_own_ttft_part() -> None:
+    # Sarathi with a KV cache too small for its chunked prefills preempts requests whose
+    # prompts are half done; the discarded chunks' time is the recompute part of their TTFT.
+    r = tm.simulate(tm.Scenario(
+        workload=_wl(arrival_rate=40.0, prompt=tm.LengthDistribution(mean=1500.0)),
+        scheduler=tm.SchedulerPolicy(name="sarathi", kv_blocks=200)))
+    rec = r.requests
+    done = rec.finished
+    lost = rec.ttft_recompute_s[done]
+    assert (lost > 0).sum() >= 20
+    assert (rec.preemptions[done][lost > 0] > 0).all()     # only preempted requests lose work
+    assert (lost[rec.preemptions[done] == 0] == 0).all()
+    assert r.ttft_breakdown_ms["recompute"] > 0
+    # without the preemptions (a cache that holds everything) nothing is discarded
+    roomy = tm.simulate(tm.Scenario(
+        workload=_wl(arrival_rate=40.0, prompt=tm.LengthDistribution(mean=1500.0)),
+        scheduler=tm.SchedulerPolicy(name="sarathi")))
+    assert roomy.preemptions == 0 and roomy.ttft_breakdown_ms["recompute"] == 0
 
 
 def test_goodput_counts_requests_within_every_objective() -> None:

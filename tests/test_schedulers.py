@@ -28,7 +28,8 @@ else:  # pragma: no cover
 DOC = Path(__file__).resolve().parent.parent / "docs" / "schedulers.md"
 POLICIES = {"orca": _core.POLICY_ORCA, "chunked": _core.POLICY_CHUNKED, "static": _core.POLICY_STATIC}
 COMPARED = ("first_token_s", "completion_s", "admitted_s", "preemptions", "generated_tokens",
-            "status", "replica", "prefix_hit_tokens", "itl_histogram")
+            "status", "replica", "prefix_hit_tokens", "itl_histogram", "prefill_busy_s",
+            "prefill_lost_s")
 
 
 def doc_examples() -> list[dict]:

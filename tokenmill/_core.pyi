@@ -91,7 +91,8 @@ def run(
 
     `cost` (and `decode_cost`) hold one row of len(COST_FIELDS) coefficients per pipeline
     stage; `draft_cost` one row per pool. Returns per-request arrays (arrival_s,
-    first_token_s, completion_s, admitted_s, kv_ready_s, handoff_s, prefill_busy_s, preemptions,
+    first_token_s, completion_s, admitted_s, kv_ready_s, handoff_s, prefill_busy_s,
+    prefill_lost_s, preemptions,
     generated_tokens, status, replica, decode_replica, prefix_hit_tokens), a dict "replicas"
     of per-engine arrays (steps, preemptions, swap_out_blocks, swap_in_blocks,
     prefill_tokens, recompute_tokens, decode_tokens, prefix_query_tokens, prefix_hit_tokens,

@@ -80,7 +80,8 @@ def simulate(scenario: Optional[Scenario] = None, *,
         prefix_hit_tokens=raw["prefix_hit_tokens"], status=raw["status"],
         replica=raw["replica"], decode_replica=raw["decode_replica"],
         kv_ready_s=raw["kv_ready_s"], class_id=arrays.class_id, priority=arrays.priority,
-        handoff_s=raw["handoff_s"], prefill_busy_s=raw["prefill_busy_s"])
+        handoff_s=raw["handoff_s"], prefill_busy_s=raw["prefill_busy_s"],
+        prefill_lost_s=raw["prefill_lost_s"])
     result = summarise(scenario, model.name, build, records, raw, core_wall, started,
                        timeseries_dt=float(raw["timeseries_dt"]))
     return with_workload_details(result, scenario, arrays)

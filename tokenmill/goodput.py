@@ -200,7 +200,8 @@ def ttft_breakdown_ms(records: Any, mask: np.ndarray) -> dict[str, float]:
     """Mean milliseconds of each TTFT part over the finished measured requests."""
     done = mask & records.finished
     parts = {"queue": records.ttft_queue_s, "prefill": records.ttft_prefill_s,
-             "kv_transfer": records.ttft_kv_transfer_s, "other": records.ttft_other_s}
+             "recompute": records.ttft_recompute_s, "kv_transfer": records.ttft_kv_transfer_s,
+             "other": records.ttft_other_s}
     if not done.any():
         return {k: float("nan") for k in parts}
     means = {k: float(v[done].mean() * 1e3) for k, v in parts.items()}

@@ -78,7 +78,7 @@ def run_ttft_parts(r: Any) -> Any:
     fig, axes = _figure(1, 1, width=7.0, height=2.6)
     ax = axes[0, 0]
     parts = r.ttft_breakdown_ms
-    names = [k for k in ("queue", "prefill", "kv_transfer", "other") if k in parts]
+    names = [k for k in ("queue", "prefill", "recompute", "kv_transfer", "other") if k in parts]
     ax.barh(names, [max(parts[k], 0.0) for k in names], color="tab:blue")
     ax.set_xlabel("mean ms of TTFT")
     ax.set_title("where TTFT went (finished requests)")

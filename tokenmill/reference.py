@@ -196,6 +196,7 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
     kv_ready = [math.nan] * n
     handoff = [math.nan] * n
     prefill_busy = [0.0] * n
+    prefill_lost = [0.0] * n
     preemptions = [0] * n
     generated = [0] * n
     status = [PENDING] * n
@@ -350,6 +351,9 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
             e.swapped.append(v)
             return
         release(e, v)
+        if generated[v] == 0:
+            prefill_lost[v] += prefill_busy[v]
+            prefill_busy[v] = 0.0
         status[v] = WAITING
         requeue(e, v)
 
@@ -897,6 +901,7 @@ def simulate_reference(arrival_s: np.ndarray, prompt_tokens: np.ndarray,
         "kv_ready_s": col(kv_ready, np.float64),
         "handoff_s": col(handoff, np.float64),
         "prefill_busy_s": col(prefill_busy, np.float64),
+        "prefill_lost_s": col(prefill_lost, np.float64),
         "timeseries": _timeseries(ts, len(engines), timeseries_dt, end_time),
         "timeseries_dt": timeseries_dt,
         "preemptions": col(preemptions, np.int32),

@@ -131,6 +131,8 @@ def _breakdown_lines(r: Result) -> list[str]:
     if not b or not math.isfinite(b.get("queue", math.nan)):
         return []
     parts = f"queue {_ms(b['queue'])}, prefill {_ms(b['prefill'])}"
+    if b.get("recompute", 0.0) > 0.0:
+        parts += f", discarded by preemption {_ms(b['recompute'])}"
     if r.cluster is not None and len(r.cluster.pools) == 2:
         parts += f", KV transfer {_ms(b['kv_transfer'])}"
     return [f"  TTFT parts (mean ms): {parts}, other {_ms(b['other'])} "

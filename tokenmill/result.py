@@ -24,7 +24,8 @@ from .timeseries import TimeSeries
 from .workloads.class_stats import ClassStats
 from .workloads.info import WorkloadInfo
 
-TTFT_PARTS = ("ttft_queue_s", "ttft_prefill_s", "ttft_kv_transfer_s", "ttft_other_s")
+TTFT_PARTS = ("ttft_queue_s", "ttft_prefill_s", "ttft_recompute_s", "ttft_kv_transfer_s",
+              "ttft_other_s")
 
 STATUS_NAMES = {
     _core.STATUS_PENDING: "pending",
@@ -59,7 +60,10 @@ class RequestRecords:
     priority: Optional[np.ndarray] = None
     handoff_s: Optional[np.ndarray] = None       # disaggregated: prefill done, handed to decode
     prefill_busy_s: Optional[np.ndarray] = None  # time in steps that computed its prompt
-                                                 # before its first token (re-prefills included)
+                                                 # before its first token, in the pass that
+                                                 # completed it
+    prefill_lost_s: Optional[np.ndarray] = None  # the same in passes a recompute preemption
+                                                 # discarded
 
     def __len__(self) -> int:
         return int(self.arrival_s.shape[0])
@@ -92,7 +96,7 @@ class RequestRecords:
             tpot = (self.completion_s - self.first_token_s) / (self.output_tokens - 1)
         return np.where(self.output_tokens > 1, tpot, np.nan)
 
-    # Where each request's TTFT went. The four parts sum to ttft_s (NaN without a first token).
+    # Where each request's TTFT went. The five parts sum to ttft_s (NaN without a first token).
     @property
     def ttft_queue_s(self) -> np.ndarray:
         """Waiting before its first admission (admitted - arrival)."""
@@ -100,9 +104,17 @@ class RequestRecords:
 
     @property
     def ttft_prefill_s(self) -> np.ndarray:
-        """Time in the steps that computed its prompt (recomputations after preemption too)."""
+        """Time in the steps that computed its prompt, in the pass that produced its first
+        token."""
         busy = self.prefill_busy_s if self.prefill_busy_s is not None else np.zeros(len(self))
         return np.where(np.isnan(self.first_token_s), np.nan, busy)
+
+    @property
+    def ttft_recompute_s(self) -> np.ndarray:
+        """Time in prefill steps whose work a recompute preemption discarded before the first
+        token (the prompt then had to be computed again)."""
+        lost = self.prefill_lost_s if self.prefill_lost_s is not None else np.zeros(len(self))
+        return np.where(np.isnan(self.first_token_s), np.nan, lost)
 
     @property
     def ttft_kv_transfer_s(self) -> np.ndarray:
@@ -118,7 +130,8 @@ class RequestRecords:
     def ttft_other_s(self) -> np.ndarray:
         """The rest: waiting again after a preemption, between prefill chunks or pipeline
         stages, and for the first decode step after the KV arrived (disaggregated)."""
-        return self.ttft_s - self.ttft_queue_s - self.ttft_prefill_s - self.ttft_kv_transfer_s
+        return (self.ttft_s - self.ttft_queue_s - self.ttft_prefill_s - self.ttft_recompute_s
+                - self.ttft_kv_transfer_s)
 
     def columns(self) -> dict[str, np.ndarray]:
         """Every column this run has (class_id and priority only when the workload has them)."""
