@@ -361,3 +361,15 @@ def test_expert_parallelism_trades_all_reduces_for_all_to_alls() -> None:
     a, b = run(1), run(4)
     assert a.num_finished == b.num_finished == 50
     assert a.tpot_ms.mean != b.tpot_ms.mean
+
+
+def test_pools_follow_the_scenarios_plan_unless_told_otherwise() -> None:
+    from tokenmill.cluster import build_cluster
+
+    def pools(**dis):
+        sc = tm.Scenario(model="llama-3.1-70b", plan=tm.Plan(tp=4, pp=2),
+                         disaggregation=tm.Disaggregation(**dis))
+        return [(p.role, p.tp, p.pp) for p in build_cluster(sc).pools]
+
+    assert pools() == [("prefill", 4, 2), ("decode", 4, 2)]
+    assert pools(decode=tm.PoolPlan(tp=8, pp=1)) == [("prefill", 4, 2), ("decode", 8, 1)]

@@ -36,8 +36,8 @@ def add_cluster_arguments(run: argparse.ArgumentParser, whole: Callable[[str], A
     g.add_argument("--decode-gpu", help="chip of the decode pool (default --gpu)")
     g.add_argument("--prefill-tp", type=whole, help="tensor parallelism of the prefill pool (default --tp)")
     g.add_argument("--decode-tp", type=whole, help="tensor parallelism of the decode pool (default --tp)")
-    g.add_argument("--prefill-pp", type=whole, help="pipeline stages of a prefill replica (default 1)")
-    g.add_argument("--decode-pp", type=whole, help="pipeline stages of a decode replica (default 1)")
+    g.add_argument("--prefill-pp", type=whole, help="pipeline stages of a prefill replica (default: --pp)")
+    g.add_argument("--decode-pp", type=whole, help="pipeline stages of a decode replica (default: --pp)")
     g.add_argument("--kv-link-gbps", "--internode-bw-gbps", type=real, dest="kv_link_gbps",
                    help="KV link bandwidth of one prefill replica, GB/s (default: the fabric's "
                    "per-chip bandwidth x its chips; --internode-bw-gbps is the original name)")

@@ -212,7 +212,7 @@ def build_cluster(scenario: Any, kernel_table: Optional[KernelTable] = None) -> 
         pools = []
         for role, pp_ in (("prefill", dis.prefill), ("decode", dis.decode)):
             chip = scenario.hardware_named(pp_.gpu) if pp_.gpu else hw
-            pools.append(_pool(scenario, role, chip, pp_.tp or plan.tp, pp_.pp, pp_.replicas,
+            pools.append(_pool(scenario, role, chip, pp_.tp or plan.tp, pp_.pp or plan.pp, pp_.replicas,
                                fabric, kernel_table))
     router = scenario.router
     args: dict[str, Any] = {

@@ -35,7 +35,7 @@ class PoolPlan(StrictModel):
 
     gpu: Optional[str] = Field(default=None, description="Chip preset of this pool.")
     tp: Optional[PositiveInt] = Field(default=None, description="Tensor-parallel degree.")
-    pp: PositiveInt = Field(default=1, description="Pipeline stages per replica.")
+    pp: Optional[PositiveInt] = Field(default=None, description="Pipeline stages per replica.")
     replicas: PositiveInt = Field(default=1, description="Replicas in the pool.")
 
     @field_validator("gpu")

@@ -255,7 +255,7 @@ class Scenario(StrictModel):
                              f"{plan.tp * plan.pp * plan.replicas}")
         spec = self.speculative
         pools_pp = [plan.pp] if self.disaggregation is None else [
-            self.disaggregation.prefill.pp, self.disaggregation.decode.pp]
+            self.disaggregation.prefill.pp or plan.pp, self.disaggregation.decode.pp or plan.pp]
         if spec is not None and max(pools_pp) > 1:
             raise ValueError("speculative decoding is not modelled with pipeline parallelism")
         if spec is not None and self.scheduler.preemption == "swap":
@@ -272,7 +272,7 @@ class Scenario(StrictModel):
                                ("decode", self.disaggregation.decode)):
                 chip = self.hardware_named(pool.gpu) if pool.gpu else hw
                 model.check_tensor_parallel(pool.tp or plan.tp)
-                model.stage_layers(pool.pp, 0)
+                model.stage_layers(pool.pp or plan.pp, 0)
                 if (pool.tp or plan.tp) > chip.scale_up_domain:
                     raise ValueError(f"disaggregation.{role}.tp = {pool.tp or plan.tp} exceeds "
                                      f"{chip.name}'s scale-up domain of {chip.scale_up_domain}")
