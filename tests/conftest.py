@@ -33,3 +33,18 @@ def run_kwargs(**overrides) -> dict:
               kv_capacity_blocks=10_000, stop_time_s=math.inf)
     kw.update(overrides)
     return kw
+
+
+def assert_same_outputs(got: dict, want: dict, path: str = "") -> None:
+    """Every output `want` has, equal in `got` bit for bit (nested dicts recursively; NaN equals
+    NaN): how the kernel is held to its Python reference."""
+    for key, expected in want.items():
+        actual = got[key]
+        if isinstance(expected, dict):
+            assert_same_outputs(actual, expected, f"{path}{key}.")
+        elif isinstance(expected, np.ndarray):
+            np.testing.assert_array_equal(actual, expected, err_msg=path + key)
+        elif isinstance(expected, float) and math.isnan(expected):
+            assert isinstance(actual, float) and math.isnan(actual), path + key
+        else:
+            assert actual == expected, path + key

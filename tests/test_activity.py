@@ -18,7 +18,7 @@ from tokenmill.reference import simulate_reference
 from tokenmill.scenario import CostModelParams, Precision
 from tokenmill.workload import generate
 
-from conftest import run_kwargs
+from conftest import assert_same_outputs, run_kwargs
 
 
 @pytest.mark.parametrize("model,tp", [("llama-3.1-8b", 1), ("mixtral-8x7b", 2),
@@ -52,17 +52,6 @@ def _scenario_case(scenario: tm.Scenario) -> tuple[tuple, dict, dict]:
     return reqs, kernel, ref
 
 
-def _compare(a: dict, b: dict, path: str = "") -> None:
-    for key, want in b.items():
-        got = a[key]
-        if isinstance(want, dict):
-            _compare(got, want, f"{path}{key}.")
-        elif isinstance(want, np.ndarray):
-            np.testing.assert_array_equal(got, want, err_msg=path + key)
-        else:
-            assert got == want, path + key
-
-
 CASES = {
     "unified, two replicas": dict(plan=tm.Plan(replicas=2)),
     "pipeline of two stages": dict(model="llama-3.1-70b", plan=tm.Plan(tp=4, pp=2)),
@@ -82,7 +71,7 @@ def test_kernel_and_reference_agree_on_activity_and_time_series(case: str, stop:
     ref.update(stop_time_s=stop, timeseries_dt=0.1)
     a = _core.run(*reqs, **kernel)
     b = simulate_reference(*reqs, check_invariants=True, **ref)
-    _compare(a, b)
+    assert_same_outputs(a, b)
     assert a["timeseries"].shape[2] == len(_core.TIMESERIES_FIELDS) == 6
     assert (a["replicas"]["compute_s"] > 0).any() and (a["replicas"]["memory_s"] > 0).any()
 
@@ -119,7 +108,7 @@ def test_time_series_coarsens_past_its_bucket_limit_like_the_reference(case: str
     opts = dict(timeseries_dt=0.01, timeseries_max_buckets=max_buckets)
     a = _core.run(*reqs, **kernel, **opts)
     b = simulate_reference(*reqs, check_invariants=True, **ref, **opts)
-    _compare(a, b)
+    assert_same_outputs(a, b)
     assert a["timeseries"].shape[0] <= max_buckets
     assert a["timeseries_dt"] > 0.01 and math.log2(a["timeseries_dt"] / 0.01).is_integer()
     # the integrals are those of the fine series, added up

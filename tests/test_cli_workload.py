@@ -159,8 +159,8 @@ def test_describe_errors_and_usage(tmp_path, capsys) -> None:
 
 def test_config_file_workload_with_flag_override(tmp_path, capsys) -> None:
     cfg = tmp_path / "w.toml"
-    cfg.write_text(f'[workload]\nconcurrency = 2\nnum_requests = 12\n'
-                   f'[workload.prompt]\nkind = "fixed"\nmean = 128\n')
+    cfg.write_text('[workload]\nconcurrency = 2\nnum_requests = 12\n'
+                   '[workload.prompt]\nkind = "fixed"\nmean = 128\n')
     d = run_json(capsys, "--config", str(cfg), "--concurrency", "3")
     w = d["scenario"]["workload"]
     assert w["concurrency"] == 3 and w["prompt"]["kind"] == "fixed"

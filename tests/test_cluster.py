@@ -15,7 +15,7 @@ from tokenmill.cluster import ROUTERS
 from tokenmill.reference import simulate_reference
 from tokenmill.workload import WorkloadArrays
 
-from conftest import unit_step_cost
+from conftest import assert_same_outputs, unit_step_cost
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -28,17 +28,6 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "cluster.md"
 def doc_examples() -> list[dict]:
     blocks = re.findall(r"```toml\n(.*?)```", DOC.read_text(encoding="utf-8"), flags=re.S)
     return [tomllib.loads(b)["example"] for b in blocks if "[example]" in b]
-
-
-def compare(a: dict, b: dict, path: str = "") -> None:
-    for key, want in b.items():
-        got = a[key]
-        if isinstance(want, dict):
-            compare(got, want, f"{path}{key}.")
-        elif isinstance(want, np.ndarray):
-            np.testing.assert_array_equal(got, want, err_msg=path + key)
-        else:
-            assert got == want, path + key
 
 
 def run_example(ex: dict) -> dict:
@@ -69,7 +58,7 @@ def run_example(ex: dict) -> dict:
         kernel.update(spec)
         ref.update(spec)
     out = _core.run(*arrays, **kernel)
-    compare(out, simulate_reference(*arrays, check_invariants=True, **ref))
+    assert_same_outputs(out, simulate_reference(*arrays, check_invariants=True, **ref))
     return out
 
 

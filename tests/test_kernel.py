@@ -10,23 +10,14 @@ import pytest
 from tokenmill import _core
 from tokenmill.reference import simulate_reference
 
-from conftest import requests, run_kwargs, unit_step_cost
-
-FIELDS = ("arrival_s", "first_token_s", "completion_s", "admitted_s", "preemptions",
-          "generated_tokens", "status", "replica", "itl_histogram", "prefill_busy_s",
-          "prefill_lost_s")
+from conftest import assert_same_outputs, requests, run_kwargs, unit_step_cost
 
 
 def both(arrival, prompt, output, cost, **kw):
     """Run kernel and reference on the same input and insist they agree exactly."""
     a = _core.run(arrival, prompt, output, cost.to_array(), **kw)
     b = simulate_reference(arrival, prompt, output, cost, **kw)
-    for name in FIELDS:
-        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
-    for name in a["replicas"]:
-        np.testing.assert_array_equal(a["replicas"][name], b["replicas"][name], err_msg=name)
-    for name in ("itl_sum_s", "itl_count", "itl_max_s", "events", "end_time_s"):
-        assert a[name] == b[name], name
+    assert_same_outputs(a, b)
     return a
 
 

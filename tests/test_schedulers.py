@@ -18,7 +18,7 @@ from tokenmill.costmodel import StepShape, step_seconds
 from tokenmill.reference import simulate_reference
 from tokenmill.workload import WorkloadArrays
 
-from conftest import unit_step_cost
+from conftest import assert_same_outputs, unit_step_cost
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -27,9 +27,6 @@ else:  # pragma: no cover
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "schedulers.md"
 POLICIES = {"orca": _core.POLICY_ORCA, "chunked": _core.POLICY_CHUNKED, "static": _core.POLICY_STATIC}
-COMPARED = ("first_token_s", "completion_s", "admitted_s", "preemptions", "generated_tokens",
-            "status", "replica", "prefix_hit_tokens", "itl_histogram", "prefill_busy_s",
-            "prefill_lost_s")
 
 
 def doc_examples() -> list[dict]:
@@ -64,12 +61,7 @@ def run_both(arrays: tuple, kw: dict, cost=None) -> dict:
     cost = cost or unit_step_cost()
     a = _core.run(*arrays, cost.to_array(), **kw)
     b = simulate_reference(*arrays, cost, check_invariants=True, **kw)
-    for name in COMPARED:
-        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
-    for name in a["replicas"]:
-        np.testing.assert_array_equal(a["replicas"][name], b["replicas"][name], err_msg=name)
-    for name in ("itl_sum_s", "itl_count", "itl_max_s", "events", "end_time_s"):
-        assert a[name] == b[name], name
+    assert_same_outputs(a, b)
     return a
 
 

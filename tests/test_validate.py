@@ -11,7 +11,7 @@ import pytest
 from tokenmill.calibrate import calibrate
 from tokenmill.cli import main
 from tokenmill.measurements import parse_measurements
-from tokenmill.replay import Resolved, Skip, resolve, workload
+from tokenmill.replay import Resolved, resolve, workload
 from tokenmill.engine import simulate
 from tokenmill.validate import render, to_json, validate
 

@@ -463,15 +463,6 @@ class ModelArch(StrictModel):
         lin, bias = self._routed_expert(tp)
         return lin * weight_bytes * sparsity + bias * UNQUANTISED_BYTES
 
-    def weight_bytes_read_per_step(self, tp: int, weight_bytes: float, sparsity: float = 1.0) -> float:
-        """Weights one chip streams in every forward pass whatever the batch: all but the
-        embedding table (only the rows of the step's tokens are read) and the routed experts
-        (read per expert touched; see expert_bytes_per_chip)."""
-        total = self.weight_bytes_per_chip(tp, weight_bytes, first=False, last=True, sparsity=sparsity)
-        lin, bias = self._routed_expert(tp)
-        routed = self.num_experts * (lin * weight_bytes * sparsity + bias * UNQUANTISED_BYTES)
-        return total - routed
-
     def linear_params_per_chip(self, tp: int) -> float:
         """Matmul weights one chip multiplies every token by (active experts only)."""
         return sum(self._layer(i, tp, self.experts_per_token)[0] for i in range(self.num_layers))
@@ -488,7 +479,7 @@ class ModelArch(StrictModel):
     def lm_head_flops_per_token(self, tp: int) -> float:
         return 2.0 * self.vocab_size * self.hidden_size / tp
 
-    def _pair_flops(self, tp: int, absorbed: bool) -> float:
+    def pair_flops(self, tp: int, absorbed: bool = False) -> float:
         """FLOPs of one (query, key) pair in one layer on one chip: scores and weighted values.
         MLA prefill decompresses keys and values per head (qk = nope + rope, v); MLA decode
         absorbs the up-projections and attends in the latent (kv_lora + rope, then kv_lora)."""
@@ -499,24 +490,6 @@ class ModelArch(StrictModel):
                 return heads * 2.0 * (2 * self.kv_lora_rank + self.qk_rope_head_dim)
             return heads * 2.0 * (self.qk_nope_head_dim + self.qk_rope_head_dim + self.v_head_dim)
         return heads * 4.0 * self.head_dim
-
-    def pair_flops(self, tp: int, absorbed: bool = False) -> float:
-        """FLOPs of one (query, key) pair in one layer on one chip (see _pair_flops)."""
-        return self._pair_flops(tp, absorbed)
-
-    def attention_flops_per_pair(self, tp: int) -> float:
-        """FLOPs for one (query, key) pair in all full-attention layers on one chip (prefill form)."""
-        return self._pair_flops(tp, absorbed=False) * self.num_full_layers
-
-    def decode_extra_flops_per_pair(self, tp: int) -> float:
-        """Extra FLOPs per cached key a decode pays over a prefill pair (MLA's absorbed form)."""
-        if not self.is_mla:
-            return 0.0
-        return (self._pair_flops(tp, True) - self._pair_flops(tp, False)) * self.num_full_layers
-
-    def window_flops_per_pair(self, tp: int) -> float:
-        """FLOPs for one (query, key) pair in all windowed layers on one chip."""
-        return self._pair_flops(tp, absorbed=False) * self.num_windowed_layers
 
     def attended_keys(self, layer: int, context: int) -> int:
         """Keys a token at position context-1 attends to in `layer` (itself included)."""
@@ -532,7 +505,7 @@ class ModelArch(StrictModel):
     def attention_flops_per_token(self, context: int, tp: int = 1, decode: bool = True) -> float:
         """Attention FLOPs (scores and values) of one new token attending to a context of
         `context` tokens, itself included, on one chip."""
-        pair = self._pair_flops(tp, absorbed=decode and self.is_mla)
+        pair = self.pair_flops(tp, absorbed=decode and self.is_mla)
         return sum(pair * self.attended_keys(i, context) for i in range(self.num_layers))
 
     def flops_per_token(self, context: int, tp: int = 1, sparsity: float = 1.0) -> float:
@@ -560,10 +533,6 @@ class ModelArch(StrictModel):
         """KV bytes per token of the full-attention layers: the cache's growth past the window."""
         return self.num_full_layers * self.kv_elements_per_token_layer(tp) * kv_bytes
 
-    def kv_bytes_per_token_windowed(self, tp: int, kv_bytes: float) -> float:
-        """KV bytes per token of the windowed layers, which keep at most `window` tokens."""
-        return self.num_windowed_layers * self.kv_elements_per_token_layer(tp) * kv_bytes
-
     def kv_tokens_kept(self, layer: int, context: int) -> int:
         """Tokens of a `context`-token sequence `layer` must keep to decode the next token."""
         kind = self.attention_kind(layer)
@@ -580,34 +549,6 @@ class ModelArch(StrictModel):
         capped at their window (sliding) or trimmed to the current chunk (chunked)."""
         per = self.kv_elements_per_token_layer(tp) * kv_bytes
         return float(sum(per * self.kv_tokens_kept(i, context) for i in range(self.num_layers)))
-
-    # ---- activation traffic ----------------------------------------------------------------
-
-    def activation_bytes_per_token(self, tp: int, act_bytes: float) -> float:
-        """Activation traffic per token on one chip: each intermediate tensor of a layer is
-        written by one kernel and read by the next (hidden in/out of attention and MLP, QKV,
-        attention output, gate/up, activation), so counted twice."""
-        h = self.hidden_size
-        heads = self.num_attention_heads // tp
-        if self.is_mla:
-            assert self.kv_lora_rank and self.qk_rope_head_dim and self.qk_nope_head_dim and self.v_head_dim
-            q = heads * (self.qk_nope_head_dim + self.qk_rope_head_dim)
-            attn = ((self.q_lora_rank or 0) + q + self.kv_lora_rank + self.qk_rope_head_dim
-                    + heads * self.v_head_dim)
-        else:
-            q = heads * self.head_dim
-            kv = self.kv_heads_per_chip(tp) * self.head_dim
-            attn = (q + 2 * kv) + q
-        total = 0.0
-        for i in range(self.num_layers):
-            if i in self._moe_set:
-                inter = (self.experts_per_token * self.moe_intermediate_size
-                         + self.shared_expert_intermediate_size) / tp
-            else:
-                inter = self.intermediate_size / tp
-            mlp = (2 * inter if self.gated_mlp else inter) + inter
-            total += 4 * h + attn + mlp
-        return 2.0 * total * act_bytes
 
     def peak_mlp_width(self) -> float:
         """Widest per-token MLP hidden activation of any layer (sizes the activation reserve)."""

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from .errors import ConfigError
-from .result import _json_safe
+from ._json import json_safe
 from .sweep import SweepResult, progress_line, run_points
 
 COMMANDS = ("sweep", "study")
@@ -265,7 +265,7 @@ TABLE = (("req/s", "throughput_requests_per_s", ".2f"), ("tok/s", "throughput_ou
 
 def render(result: SweepResult, fmt: str) -> str:
     if fmt == "json":
-        return json.dumps(_json_safe(result.to_dict()), indent=2) + "\n"
+        return json.dumps(json_safe(result.to_dict()), indent=2) + "\n"
     rows = result.rows()
     if fmt == "csv":
         names: list[str] = []

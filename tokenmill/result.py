@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
 import numpy as np
 
 from . import _core
+from ._json import json_safe
 from ._version import __version__
 from .costmodel import CostCoefficients
 from .memory import MemoryFit
@@ -284,7 +284,7 @@ class Result:
 
     def to_json(self, indent: int | None = 2, include_requests: bool = False,
                 include_timeseries: bool = False) -> str:
-        return json.dumps(_json_safe(self.to_dict(include_requests, include_timeseries)),
+        return json.dumps(json_safe(self.to_dict(include_requests, include_timeseries)),
                           indent=indent)
 
     def plot(self, kind: str = "overview", ax: Any = None) -> Any:
@@ -322,14 +322,3 @@ def _flatten(obj: dict[str, Any], prefix: str, out: dict[str, Any]) -> None:
             _flatten(value, f"{prefix}{key}_", out)
         else:
             out[f"{prefix}{key}"] = value
-
-
-def _json_safe(obj: Any) -> Any:
-    """NaN and infinity are not JSON: write them as null."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_json_safe(v) for v in obj]
-    return obj

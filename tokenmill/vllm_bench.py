@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from ._json import json_safe
 from ._version import __version__
 from .goodput import slo_met
 
@@ -146,6 +147,5 @@ def _put(data: dict[str, Any], name: str, stats: dict[str, float]) -> None:
 
 
 def to_vllm_bench(r: Any) -> str:
-    from .result import _json_safe
 
-    return json.dumps(_json_safe(vllm_bench_dict(r)), indent=2) + "\n"
+    return json.dumps(json_safe(vllm_bench_dict(r)), indent=2) + "\n"

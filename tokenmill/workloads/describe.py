@@ -21,6 +21,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
+from .._json import json_safe
 from ..workload import WorkloadArrays
 from .config import Workload
 from .generate import generate, workload_label
@@ -79,7 +80,7 @@ class WorkloadSummary:
         }
 
     def to_json(self, indent: Optional[int] = 2) -> str:
-        return json.dumps(_json_safe(self.to_dict()), indent=indent)
+        return json.dumps(json_safe(self.to_dict()), indent=indent)
 
     def to_text(self) -> str:
         lines = [f"workload   {self.label}"]
@@ -170,13 +171,3 @@ def _num(x: float) -> str:
     if isinstance(x, float) and not math.isfinite(x):
         return "-"
     return f"{x:,.1f}" if isinstance(x, float) and not float(x).is_integer() else f"{x:,.0f}"
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_json_safe(v) for v in obj]
-    return obj
